@@ -1,0 +1,215 @@
+"""Pydantic models of the Study resource: the one source of truth for its schema."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "rung.dev/v1alpha1"
+
+# Algorithm names a Study may ask for. rung.schedulers.make_scheduler knows each one.
+ALGORITHMS = (
+    "random", "grid", "sobol", "tpe", "evolution", "annealing",
+    "sha", "hyperband", "asha", "asha-stop", "bohb", "async-bohb", "median-stop",
+)
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Objective(_Model):
+    metric: str = Field(min_length=1, description="Name of the reported metric to optimise.")
+    goal: Literal["minimize", "maximize"] = "minimize"
+
+
+def _check_bounds(low: float, high: float, log: bool) -> None:
+    if low > high:
+        raise ValueError(f"low ({low}) is above high ({high}); swap them")
+    if log and low <= 0:
+        raise ValueError(f"log scale needs low > 0 (got {low}); raise low or set log: false")
+
+
+class FloatParam(_Model):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("low and high must be finite numbers; give real bounds")
+        _check_bounds(self.low, self.high, self.log)
+        return self
+
+
+class IntParam(_Model):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        _check_bounds(self.low, self.high, self.log)
+        return self
+
+
+Choice = Union[bool, int, float, str]
+
+
+class CategoricalParam(_Model):
+    type: Literal["categorical"]
+    choices: list[Choice] = Field(description="Unordered choices.")
+
+    @field_validator("choices")
+    @classmethod
+    def _choices(cls, v):
+        if not v:
+            raise ValueError("choices is empty; list at least one choice")
+        if len(set(map(repr, v))) != len(v):
+            raise ValueError("choices has duplicates; list each choice once")
+        return v
+
+
+class OrdinalParam(_Model):
+    type: Literal["ordinal"]
+    values: list[Choice] = Field(description="Ordered values; neighbours are similar.")
+
+    @field_validator("values")
+    @classmethod
+    def _values(cls, v):
+        if not v:
+            raise ValueError("values is empty; list at least one value")
+        if len(set(map(repr, v))) != len(v):
+            raise ValueError("values has duplicates; list each value once")
+        return v
+
+
+ParamSpec = Annotated[
+    Union[FloatParam, IntParam, CategoricalParam, OrdinalParam], Field(discriminator="type")
+]
+
+
+class Algorithm(_Model):
+    name: str
+    seed: int = 0
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v):
+        if v not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {v!r}; use one of: {', '.join(ALGORITHMS)}")
+        return v
+
+
+class Budget(_Model):
+    min: float = Field(1.0, gt=0)
+    max: float = Field(1.0, gt=0)
+    unit: str = "epochs"
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is above max ({self.max:g}); make min <= max")
+        return self
+
+
+class Limits(_Model):
+    max_trials: int = Field(20, ge=1)
+    parallelism: int = Field(1, ge=1)
+    max_failed_trials: int = Field(3, ge=0)
+    max_preemptions: int = Field(10, ge=0)
+
+
+class GPUs(_Model):
+    min: int = Field(1, ge=0)
+    max: int = Field(1, ge=0)
+    target_efficiency: float = Field(0.7, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max}); make min <= max")
+        return self
+
+
+class TrialTemplate(_Model):
+    image: str | None = None
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: dict[str, str] = Field(default_factory=dict)
+    gpus: GPUs | None = None
+
+
+class Checkpoints(_Model):
+    uri: str | None = None
+    secret_ref: str | None = None
+    retain: bool = False
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, v):
+        if v is not None and not re.match(r"^(file|s3)://", v):
+            raise ValueError(f"uri {v!r} has no known scheme; use file:///path or s3://bucket/prefix")
+        return v
+
+
+class StudySpec(_Model):
+    objective: Objective
+    search_space: dict[str, ParamSpec]
+    algorithm: Algorithm
+    budget: Budget = Field(default_factory=Budget)
+    limits: Limits = Field(default_factory=Limits)
+    trial: TrialTemplate
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+
+    @field_validator("search_space")
+    @classmethod
+    def _not_empty(cls, v):
+        if not v:
+            raise ValueError("searchSpace is empty; add at least one parameter")
+        for name in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_.-]*$", name):
+                raise ValueError(f"parameter name {name!r} is not a plain identifier; rename it")
+        return v
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    namespace: str = "default"
+
+    @field_validator("name")
+    @classmethod
+    def _dns(cls, v):
+        if len(v) > 52 or not _DNS_LABEL.match(v):
+            raise ValueError(
+                f"name {v!r} is not a DNS label of at most 52 characters; "
+                "use lower-case letters, digits and '-'"
+            )
+        return v
+
+
+class Study(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # status and other server fields are not ours to check
+    api_version: Literal["rung.dev/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    kind: Literal["Study"] = "Study"
+    metadata: Metadata
+    spec: StudySpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def minimize(self) -> bool:
+        return self.spec.objective.goal == "minimize"

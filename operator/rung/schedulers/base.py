@@ -1,0 +1,152 @@
+"""The scheduler interface (ask/tell) and the records a scheduler is rebuilt from.
+
+A scheduler decides which trial runs next and to which budget. It is pure: no I/O, no
+clock. Its whole state follows from the trial records plus the seed, so after an
+operator restart `restore(records)` gives a scheduler that makes the same next
+decisions as the one that was lost. Trials are numbered 0, 1, 2, ... in creation order.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from rung.search.base import Observation, Sampler
+
+FAILED = math.inf  # the loss recorded for a failed segment: never promoted, always last
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Run trial `trial` (config `config`) until it reaches `budget`.
+
+    `resume_from` is the budget whose checkpoint the segment starts from (None: from scratch).
+    """
+
+    trial: int
+    config: dict
+    budget: float
+    resume_from: float | None = None
+
+    @property
+    def is_new(self) -> bool:
+        return self.resume_from is None
+
+
+@dataclass
+class SegmentRecord:
+    budget: float                      # the budget the segment was asked to reach
+    loss: float | None = None          # None while running; FAILED when it failed
+    reached: float | None = None       # budget actually reached (less when stopped early)
+    curve: list[tuple[float, float]] = field(default_factory=list)  # live (step, loss) reports
+
+
+@dataclass
+class TrialRecord:
+    index: int
+    config: dict
+    segments: list[SegmentRecord] = field(default_factory=list)
+
+
+class Scheduler(ABC):
+    """Base class: keeps observations and the in-flight set; subclasses decide."""
+
+    #: settings a subclass accepts, with defaults (camelCase, as written in a manifest)
+    SETTINGS: dict[str, Any] = {}
+
+    def __init__(self, sampler: Sampler, budget_min: float, budget_max: float, max_trials: int,
+                 **settings: Any):
+        self.sampler = sampler
+        self.budget_min = float(budget_min)
+        self.budget_max = float(budget_max)
+        self.max_trials = int(max_trials)
+        self.settings = {**self.SETTINGS, **settings}
+        self.configs: dict[int, dict] = {}
+        self.observations: list[Observation] = []
+        self.running: dict[int, float] = {}   # trial -> budget its current segment must reach
+
+    # ---- the interface the study loop uses -------------------------------------------
+    def ask(self) -> Decision | None:
+        """The next segment to start, or None when nothing can start now (or ever)."""
+        decision = self._next()
+        if decision is not None:
+            if decision.is_new:
+                self._register(decision.trial, decision.config)
+            self._start(decision.trial, decision.budget)
+        return decision
+
+    def tell(self, trial: int, budget: float, loss: float) -> None:
+        """Trial `trial` finished its segment, having reached `budget` with `loss`."""
+        self.running.pop(trial, None)
+        loss = FAILED if loss is None or math.isnan(loss) else float(loss)
+        self.observations.append(Observation(trial, self.configs[trial], float(budget), loss))
+        self._record(trial, float(budget), loss)
+
+    def tell_failed(self, trial: int, budget: float) -> None:
+        """The trial's own code failed in its segment: it is never promoted."""
+        self.tell(trial, budget, FAILED)
+
+    def report(self, trial: int, step: float, loss: float) -> bool:
+        """A live intermediate result. Returns False when the trial should stop now."""
+        return True
+
+    @abstractmethod
+    def finished(self) -> bool:
+        """True when no segment is running and none will ever be asked for."""
+
+    def restore(self, records: Sequence[TrialRecord]) -> "Scheduler":
+        """Rebuild state from trial records (the durable truth), in trial order."""
+        for rec in sorted(records, key=lambda r: r.index):
+            self._register(rec.index, rec.config)
+            for seg in rec.segments:
+                self._start(rec.index, seg.budget)
+                for step, loss in seg.curve:
+                    self.report(rec.index, step, loss)
+                if seg.loss is not None:
+                    self.tell(rec.index, seg.reached if seg.reached is not None else seg.budget, seg.loss)
+        return self
+
+    # ---- helpers for subclasses -----------------------------------------------------
+    @property
+    def n_trials(self) -> int:
+        return len(self.configs)
+
+    def _new_trial(self, budget: float) -> Decision | None:
+        """A fresh configuration from the sampler, if the trial limit allows one."""
+        if self.n_trials >= self.max_trials:
+            return None
+        index = self.n_trials
+        config = self.sampler.propose(index, self.observations)
+        if config is None:  # the sampler is exhausted (a finished grid)
+            self.max_trials = index
+            return None
+        return Decision(index, config, budget)
+
+    def _register(self, trial: int, config: dict) -> None:
+        self.configs[trial] = config
+
+    def _start(self, trial: int, budget: float) -> None:
+        self.running[trial] = budget
+
+    @abstractmethod
+    def _next(self) -> Decision | None:
+        """Decide the next segment without changing state."""
+
+    def _record(self, trial: int, budget: float, loss: float) -> None:
+        """Subclass hook: a result arrived."""
+
+
+def rung_budgets(budget_min: float, budget_max: float, eta: float) -> list[float]:
+    """Budgets of the rungs: max, max/eta, max/eta^2, ... down to no less than min.
+
+    Integral min and max give integral budgets (epochs are whole), without repeats.
+    """
+    if budget_max <= budget_min:
+        return [float(budget_max)]
+    k = int(math.floor(math.log(budget_max / budget_min) / math.log(eta) + 1e-9))
+    budgets = [budget_max / eta ** (k - i) for i in range(k + 1)]
+    if float(budget_min).is_integer() and float(budget_max).is_integer():
+        budgets = sorted({float(max(budget_min, round(b))) for b in budgets})
+    return budgets

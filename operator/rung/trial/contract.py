@@ -1,0 +1,21 @@
+"""The contract between a runtime (local process or Kubernetes pod) and trial code.
+
+Inputs arrive as environment variables; live metrics leave as stdout lines that start
+with REPORT_PREFIX followed by JSON; the final result of a segment is written as JSON to
+the file named by RESULT_FILE (in a pod: the container's termination message path), so
+trial code needs no access to the API server or the results folder.
+"""
+
+ENV_STUDY = "RUNG_STUDY"              # study name
+ENV_TRIAL = "RUNG_TRIAL"              # trial name, <study>-<index>
+ENV_SEGMENT = "RUNG_SEGMENT"          # segment number of this trial, 0, 1, ...
+ENV_PARAMS = "RUNG_PARAMS"            # JSON object of the trial's parameters
+ENV_BUDGET = "RUNG_BUDGET"            # budget this segment must reach (float)
+ENV_CHECKPOINT_URI = "RUNG_CHECKPOINT_URI"  # this trial's checkpoint root, file:// or s3://
+ENV_RESULT_FILE = "RUNG_RESULT_FILE"  # where the final result JSON goes
+ENV_CHECKPOINT_EVERY_STEPS = "RUNG_CHECKPOINT_EVERY_STEPS"      # periodic checkpoints (0: off)
+ENV_CHECKPOINT_EVERY_SECONDS = "RUNG_CHECKPOINT_EVERY_SECONDS"  # periodic checkpoints (0: off)
+
+REPORT_PREFIX = "@rung "  # stdout line: '@rung {"step": 3, "metrics": {"val_loss": 0.12}}'
+
+DEFAULT_RESULT_FILE = "/dev/termination-log"
