@@ -31,10 +31,13 @@ class Observation:
 
 
 class Sampler(ABC):
+    #: settings a subclass accepts, with defaults (camelCase, as written in a manifest)
+    SETTINGS: dict[str, Any] = {}
+
     def __init__(self, space: SearchSpace, seed: int = 0, **settings: Any):
         self.space = space
         self.seed = seed
-        self.settings = settings
+        self.settings = {**self.SETTINGS, **settings}
 
     def rng(self, index: int, stream: int = 0) -> np.random.Generator:
         """The generator for trial `index` (independent streams by `stream`)."""
