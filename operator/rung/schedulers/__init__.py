@@ -4,43 +4,76 @@ from __future__ import annotations
 
 from typing import Any
 
-from rung.api.study import ALGORITHMS, Study
+from rung.api.study import Study
 from rung.errors import InputError
 from rung.schedulers.base import FAILED, Decision, Scheduler, SegmentRecord, TrialRecord
-from rung.search.base import Sampler
 from rung.space import SearchSpace
 
 __all__ = ["FAILED", "Decision", "Scheduler", "SegmentRecord", "TrialRecord", "make_scheduler"]
 
 
-def _plans() -> dict[str, tuple[type[Scheduler], type[Sampler]]]:
-    """algorithm name -> (scheduler class, sampler class for new configurations)."""
-    from rung.schedulers.full import FullBudget
-    from rung.search.random import RandomSampler
+# algorithm name -> (scheduler, default sampler of new configurations)
+PLANS: dict[str, tuple[str, str]] = {
+    "random": ("full", "random"),
+    "grid": ("full", "grid"),
+    "sobol": ("full", "sobol"),
+    "tpe": ("full", "tpe"),
+    "evolution": ("full", "evolution"),
+    "annealing": ("full", "annealing"),
+    "sha": ("sha", "random"),
+    "hyperband": ("hyperband", "random"),
+    "asha": ("asha", "random"),
+    "asha-stop": ("asha-stop", "random"),
+    "bohb": ("hyperband", "tpe"),
+    "async-bohb": ("asha", "tpe"),
+    "median-stop": ("median-stop", "random"),
+}
 
-    plans: dict[str, tuple[type[Scheduler], type[Sampler]]] = {"random": (FullBudget, RandomSampler)}
-    return plans
+
+def _scheduler_classes() -> dict[str, type[Scheduler]]:
+    from rung.schedulers.asha import ASHA
+    from rung.schedulers.asha_stop import StopASHA
+    from rung.schedulers.full import FullBudget
+    from rung.schedulers.hyperband import SHA, Hyperband
+    from rung.schedulers.median import MedianStop
+
+    return {"full": FullBudget, "sha": SHA, "hyperband": Hyperband, "asha": ASHA,
+            "asha-stop": StopASHA, "median-stop": MedianStop}
 
 
 def make_scheduler(study: Study) -> Scheduler:
-    """The scheduler (with its sampler) that a Study's `algorithm` names."""
+    """The scheduler (with its sampler) that a Study's `algorithm` names.
+
+    Multi-fidelity schedulers take `settings.sampler` to change where new configurations
+    come from (e.g. asha with sampler: sobol).
+    """
+    from rung.search import SAMPLERS
+
     algo = study.spec.algorithm
-    plans = _plans()
-    if algo.name not in plans:
-        raise InputError("spec.algorithm.name", f"{algo.name!r} is not available",
-                         f"use one of: {', '.join(n for n in ALGORITHMS if n in plans)}")
-    scheduler_cls, sampler_cls = plans[algo.name]
+    scheduler_key, sampler_name = PLANS[algo.name]
+    scheduler_cls = _scheduler_classes()[scheduler_key]
+    settings = dict(algo.settings)
+    if scheduler_key != "full" and "sampler" in settings:
+        sampler_name = settings.pop("sampler")
+        if sampler_name not in SAMPLERS:
+            raise InputError("spec.algorithm.settings.sampler", f"{sampler_name!r} is not a sampler",
+                             f"use one of: {', '.join(SAMPLERS)}")
+    sampler_cls = SAMPLERS[sampler_name]
     known = {**scheduler_cls.SETTINGS, **sampler_cls.SETTINGS}
-    for key in algo.settings:
+    for key, value in settings.items():
         if key not in known:
-            allowed = ", ".join(sorted(known)) or "none"
+            allowed = ", ".join(sorted(known) + ([] if scheduler_key == "full" else ["sampler"])) or "none"
             raise InputError(f"spec.algorithm.settings.{key}", f"is not a setting of {algo.name}",
                              f"use one of: {allowed}")
+    if "reductionFactor" in settings and not (isinstance(settings["reductionFactor"], (int, float))
+                                              and settings["reductionFactor"] > 1):
+        raise InputError("spec.algorithm.settings.reductionFactor",
+                         f"must be a number above 1 (got {settings['reductionFactor']!r})", "use e.g. 3")
     space = SearchSpace.from_spec(study.spec.search_space)
-    sampler = sampler_cls(space, algo.seed, **_pick(algo.settings, sampler_cls.SETTINGS))
+    sampler = sampler_cls(space, algo.seed, **_pick(settings, sampler_cls.SETTINGS))
     budget, limits = study.spec.budget, study.spec.limits
     return scheduler_cls(sampler, budget.min, budget.max, limits.max_trials,
-                         **_pick(algo.settings, scheduler_cls.SETTINGS))
+                         **_pick(settings, scheduler_cls.SETTINGS))
 
 
 def _pick(settings: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,123 @@
+"""Synchronous successive halving (SHA) and Hyperband.
+
+Hyperband (Li et al., 2018) runs brackets s = s_max, ..., 0 in turn; bracket s starts
+n = ceil((s_max+1)/(s+1) * eta^s) configurations at budget R*eta^-s and keeps the best
+floor(n_i/eta) of each rung for the next one. A rung is promoted only once all of its
+members have finished. Trials join brackets in index order, so the bracket of a trial
+follows from its index alone. When every open bracket waits for running trials, the next
+bracket starts, so workers never idle while trials remain.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rung.schedulers.base import Decision, Scheduler, rung_budgets
+
+
+class _Bracket:
+    def __init__(self, first: int, size: int, budgets: list[float], eta: float):
+        self.first, self.size, self.budgets, self.eta = first, size, budgets, eta
+        self.members: list[list[int]] = [[] for _ in budgets]   # trials in each rung
+        self.results: list[dict[int, float]] = [{} for _ in budgets]
+
+    def keep(self, i: int) -> int:
+        """How many of rung i-1 go on to rung i."""
+        return max(1, int(len(self.members[0]) // self.eta ** i))
+
+    def runnable(self, started: set[tuple[int, int]], closed: bool) -> tuple[int, int] | None:
+        """(trial, rung) of a promotion that can start now, highest rung first.
+
+        `closed`: no more trials will join this bracket (it is full or the trial limit is hit).
+        """
+        for i in range(len(self.budgets) - 1, 0, -1):
+            prev = self.results[i - 1]
+            if not self.members[i - 1] or len(prev) < len(self.members[i - 1]):
+                continue
+            if i == 1 and not (closed or len(self.members[0]) >= self.size):
+                continue  # bottom rung still filling
+            ranked = sorted((loss, t) for t, loss in prev.items() if math.isfinite(loss))
+            for _, trial in ranked[: self.keep(i)]:
+                if (trial, i) not in started:
+                    return trial, i
+        return None
+
+
+class Hyperband(Scheduler):
+    SETTINGS = {"reductionFactor": 3}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eta = float(self.settings["reductionFactor"])
+        self.budgets = rung_budgets(self.budget_min, self.budget_max, self.eta)
+        self.s_max = len(self.budgets) - 1
+        self.brackets: list[_Bracket] = []
+        self.started: set[tuple[int, int]] = set()   # (trial, rung within its bracket)
+        self.bracket_of: dict[int, _Bracket] = {}
+
+    def bracket_plan(self, b: int) -> tuple[int, int]:
+        """(s, n) of the b-th bracket: its number of halvings and of starting configurations."""
+        s = self.s_max - b % (self.s_max + 1)
+        return s, math.ceil((self.s_max + 1) / (s + 1) * self.eta ** s)
+
+    def _open_bracket(self) -> _Bracket:
+        s, n = self.bracket_plan(len(self.brackets))
+        first = self.brackets[-1].first + self.brackets[-1].size if self.brackets else 0
+        bracket = _Bracket(first, n, self.budgets[self.s_max - s:], self.eta)
+        self.brackets.append(bracket)
+        return bracket
+
+    def _bracket_for_new(self, trial: int) -> _Bracket:
+        while not self.brackets or trial >= self.brackets[-1].first + self.brackets[-1].size:
+            self._open_bracket()
+        return self.brackets[-1]
+
+    def _promotion(self) -> Decision | None:
+        closed = self.n_trials >= self.max_trials
+        for bracket in self.brackets:
+            found = bracket.runnable(self.started, closed)
+            if found:
+                trial, i = found
+                return Decision(trial, self.configs[trial], bracket.budgets[i], bracket.budgets[i - 1])
+        return None
+
+    def _next(self):
+        promotion = self._promotion()
+        if promotion:
+            return promotion
+        # No promotion can start: grow the newest bracket, or open the next one.
+        if self.n_trials >= self.max_trials:
+            return None
+        bracket = self._bracket_for_new(self.n_trials)
+        return self._new_trial(bracket.budgets[0])
+
+    def _register(self, trial, config):
+        super()._register(trial, config)
+        bracket = self._bracket_for_new(trial)
+        bracket.members[0].append(trial)
+        self.bracket_of[trial] = bracket
+
+    def _rung(self, bracket: _Bracket, budget: float) -> int:
+        return min(range(len(bracket.budgets)), key=lambda i: abs(bracket.budgets[i] - budget))
+
+    def _start(self, trial, budget):
+        super()._start(trial, budget)
+        bracket = self.bracket_of[trial]
+        i = self._rung(bracket, budget)
+        self.started.add((trial, i))
+        if i > 0:
+            bracket.members[i].append(trial)
+
+    def _record(self, trial, budget, loss):
+        bracket = self.bracket_of[trial]
+        bracket.results[self._rung(bracket, budget)][trial] = loss
+
+    def finished(self):
+        return not self.running and self.n_trials >= self.max_trials and self._promotion() is None
+
+
+class SHA(Hyperband):
+    """Successive halving: one bracket of maxTrials configurations from the bottom rung."""
+
+    def bracket_plan(self, b):
+        return self.s_max, self.max_trials

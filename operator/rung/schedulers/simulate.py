@@ -1,0 +1,47 @@
+"""Drive a scheduler against an in-process objective with simulated workers.
+
+Used by tests and benchmarks: no processes, no clock. A segment costs its budget minus
+the budget it resumed from (promoted trials continue, they do not retrain) and finishes
+after that much simulated time; `workers` segments run at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Callable
+
+from rung.schedulers.base import Scheduler
+
+
+@dataclass(frozen=True)
+class Finished:
+    time: float          # simulated time at which the segment finished
+    spent: float         # cumulative budget spent by all finished segments so far
+    trial: int
+    config: dict
+    budget: float
+    loss: float
+
+
+def simulate(scheduler: Scheduler, evaluate: Callable[[int, dict, float], float], workers: int = 1,
+             max_events: int | None = None) -> list[Finished]:
+    """Run until the scheduler is finished (or `max_events` segments have finished).
+
+    `evaluate(trial, config, budget)` returns the loss of that configuration at that budget.
+    """
+    now, spent, heap, done = 0.0, 0.0, [], []
+    while True:
+        while len(heap) < workers:
+            d = scheduler.ask()
+            if d is None:
+                break
+            cost = d.budget - (d.resume_from or 0.0)
+            heapq.heappush(heap, (now + cost, d.trial, d.config, d.budget, cost))
+        if not heap or (max_events is not None and len(done) >= max_events):
+            return done
+        now, trial, config, budget, cost = heapq.heappop(heap)
+        loss = evaluate(trial, config, budget)
+        scheduler.tell(trial, budget, loss)
+        spent += cost
+        done.append(Finished(now, spent, trial, config, budget, loss))
