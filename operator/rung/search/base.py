@@ -16,6 +16,9 @@ import numpy as np
 from rung.space import SearchSpace
 
 
+_MASK64 = (1 << 64) - 1
+
+
 @dataclass(frozen=True)
 class Observation:
     """One finished segment: a configuration evaluated at a budget.
@@ -40,8 +43,22 @@ class Sampler(ABC):
         self.settings = {**self.SETTINGS, **settings}
 
     def rng(self, index: int, stream: int = 0) -> np.random.Generator:
-        """The generator for trial `index` (independent streams by `stream`)."""
-        return np.random.default_rng([self.seed, index, stream])
+        """The generator for trial `index` (independent streams by `stream`).
+
+        A counter-based Philox keyed by (seed, index) and started at counter `stream`:
+        re-keying one generator costs ~3 us where building a new one costs ~18 us, which
+        matters at 100,000 asks. The generator returned is reset by the next call.
+        """
+        if not hasattr(self, "_philox"):
+            self._philox = np.random.Philox(key=[0, 0])
+            self._generator = np.random.Generator(self._philox)
+            self._state = self._philox.state
+        state = self._state
+        state["state"]["key"][:] = [self.seed & _MASK64, index & _MASK64]
+        state["state"]["counter"][:] = [0, 0, 0, stream & _MASK64]
+        state["buffer_pos"], state["has_uint32"] = 4, 0
+        self._philox.state = state
+        return self._generator
 
     @abstractmethod
     def propose(self, index: int, observations: Sequence[Observation]) -> dict | None:
