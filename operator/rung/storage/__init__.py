@@ -1,0 +1,64 @@
+"""Checkpoint stores behind one interface: file:// now, s3:// (boto3) next.
+
+Layout: `<root>/<namespace>/<study>/<trial>/<step>/` holding the checkpoint's files and,
+written last, MANIFEST.json. A trial receives its own prefix as one URI
+(RUNG_CHECKPOINT_URI, e.g. file:///data/ckpt/default/mlp/mlp-3); `split_trial_uri`
+turns that back into (store, key_prefix).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, unquote, urlsplit
+
+from rung.errors import InputError
+from rung.storage.base import CheckpointStore, format_step, parse_step
+from rung.storage.file import FileStore
+
+__all__ = ["CheckpointStore", "FileStore", "open_store", "split_trial_uri", "trial_uri",
+           "format_step", "parse_step"]
+
+_FIELD = "checkpoints.uri"
+
+
+def _file_path(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        raise InputError(_FIELD, f"{uri!r} is not an absolute file URI",
+                         "write file:///absolute/path (three slashes)")
+    return unquote(parts.path).rstrip("/") or "/"
+
+
+def _scheme(uri: str) -> str:
+    scheme = urlsplit(str(uri)).scheme.lower()
+    if scheme == "file":
+        return scheme
+    if scheme == "s3":
+        raise InputError(_FIELD, f"{uri!r}: s3:// checkpoint stores are not implemented yet",
+                         "use a file:///absolute/path URI for now")
+    raise InputError(_FIELD, f"{uri!r} has no supported scheme",
+                     "use file:///absolute/path (s3://bucket/prefix is coming)")
+
+
+def open_store(uri: str) -> CheckpointStore:
+    """The store rooted at `uri` (file:///abs/path)."""
+    _scheme(uri)
+    return FileStore(_file_path(uri))
+
+
+def trial_uri(root_uri: str, namespace: str, study: str, trial: str) -> str:
+    """The URI of one trial's checkpoints: <root>/<namespace>/<study>/<trial>."""
+    for field, value in (("namespace", namespace), ("study", study), ("trial", trial)):
+        if not value or "/" in value or value in (".", ".."):
+            raise InputError(field, f"{value!r} cannot be a path segment", "use a DNS-1123 name")
+    return "/".join([str(root_uri).rstrip("/"), quote(namespace), quote(study), quote(trial)])
+
+
+def split_trial_uri(uri: str) -> tuple[CheckpointStore, str]:
+    """(store, key_prefix) for a trial URI: the store is rooted one level above the trial."""
+    _scheme(uri)
+    path = _file_path(uri)
+    parent, _, name = path.rpartition("/")
+    if not name:
+        raise InputError("RUNG_CHECKPOINT_URI", f"{uri!r} names no trial folder",
+                         "pass file:///root/<namespace>/<study>/<trial>")
+    return FileStore(parent or "/"), name

@@ -1,0 +1,192 @@
+"""What trial code calls. Inputs come from the environment (see rung.trial.contract), so
+the same trainable runs under `rung run`, in a pod, and by hand with no variables set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import sys
+import time
+from typing import Any
+
+from rung.errors import InputError
+from rung.trial import contract as C
+
+STATE_FILE = "state.pkl"
+RESULT_LIMIT = 4096  # a pod's termination message is cut at 4 KiB
+
+# Per-process bookkeeping: the step resumed from, and the last checkpoint (for periodic ones).
+_loaded_step: float | None = None
+_last_saved_step: float | None = None
+_last_saved_time = time.monotonic()
+_last_report: dict = {}     # the latest {"step", "metrics"}, repeated when an error is recorded
+_hook_installed = False
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def _record_errors() -> None:
+    """Once trial code uses the SDK, an uncaught exception also lands in the result file as
+    "error" (in a pod: the termination message), so the Trial says why it failed."""
+    global _hook_installed
+    if _hook_installed:
+        return
+    _hook_installed, previous = True, sys.excepthook
+
+    def hook(kind, value, tb):
+        if not issubclass(kind, KeyboardInterrupt):
+            try:
+                _write_result({**_last_report, "error": f"{kind.__name__}: {value}"[:1000]})
+            except Exception:  # never hide the original error behind our own
+                pass
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+def params() -> dict:
+    """This trial's parameters ({} when RUNG_PARAMS is unset)."""
+    _record_errors()
+    raw = _env(C.ENV_PARAMS)
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as e:
+        raise InputError(C.ENV_PARAMS, f"is not JSON ({e})", 'set it to a JSON object like {"lr": 0.1}')
+    if not isinstance(value, dict):
+        raise InputError(C.ENV_PARAMS, f"is a {type(value).__name__}, not an object",
+                         'set it to a JSON object like {"lr": 0.1}')
+    return value
+
+
+def budget() -> float:
+    """The budget this segment must reach (1 when RUNG_BUDGET is unset)."""
+    raw = _env(C.ENV_BUDGET)
+    if raw is None:
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise InputError(C.ENV_BUDGET, f"{raw!r} is not a number >= 0", "set it like RUNG_BUDGET=9")
+    return value
+
+
+def _store():
+    uri = _env(C.ENV_CHECKPOINT_URI)
+    if uri is None:
+        return None
+    from rung.storage import split_trial_uri  # only trials that checkpoint pay for it
+    return split_trial_uri(uri)
+
+
+def load_checkpoint() -> Any:
+    """The state saved by the latest intact checkpoint at a step <= budget(), or None."""
+    global _loaded_step, _last_saved_step
+    _loaded_step = None
+    where = _store()
+    if where is None:
+        return None
+    store, prefix = where
+    found = store.load_latest(prefix, max_step=budget())
+    if found is None or STATE_FILE not in found[1]:
+        return None
+    step, files = found
+    state = pickle.loads(files[STATE_FILE])
+    _loaded_step = _last_saved_step = step
+    return state
+
+
+def checkpoint_step() -> float:
+    """The step of the checkpoint load_checkpoint() returned (0 when it returned None)."""
+    return _loaded_step if _loaded_step is not None else 0
+
+
+def save_checkpoint(state: Any, step: float) -> None:
+    """Pickle `state` as this trial's checkpoint at `step`, sealed (no-op without a URI)."""
+    global _last_saved_step, _last_saved_time
+    where = _store()
+    if where is None:
+        return
+    store, prefix = where
+    store.save(prefix, step, {STATE_FILE: pickle.dumps(state, protocol=5)})
+    _last_saved_step, _last_saved_time = float(step), time.monotonic()
+
+
+def _every(name: str) -> float:
+    raw = _env(name)
+    try:
+        value = float(raw) if raw is not None else 0.0
+    except ValueError:
+        raise InputError(name, f"{raw!r} is not a number", "set it to 0 (off) or a positive number") from None
+    return value if value > 0 else 0.0
+
+
+def should_checkpoint(step: float) -> bool:
+    """True when a periodic checkpoint is due at `step` (RUNG_CHECKPOINT_EVERY_STEPS /
+    _SECONDS; both unset or 0 means only the end-of-segment checkpoint the trainable makes)."""
+    if _env(C.ENV_CHECKPOINT_URI) is None:
+        return False
+    steps, seconds = _every(C.ENV_CHECKPOINT_EVERY_STEPS), _every(C.ENV_CHECKPOINT_EVERY_SECONDS)
+    if steps:
+        last = _last_saved_step if _last_saved_step is not None else 0.0
+        # Due when step crosses a multiple of N: the same steps whether or not we resumed.
+        if math.floor(float(step) / steps) > math.floor(last / steps):
+            return True
+    return bool(seconds) and time.monotonic() - _last_saved_time >= seconds
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    value = float(value)  # numpy scalars, 0-d arrays
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def report(step: float, **metrics: Any) -> None:
+    """Report metrics at `step`: one `@rung {...}` stdout line, and the result file rewritten."""
+    global _last_report
+    _record_errors()
+    try:
+        body = {"step": _number(step), "metrics": {k: _number(v) for k, v in metrics.items()}}
+    except (TypeError, ValueError) as e:
+        raise InputError("report", f"metrics must be numbers ({e})", "pass floats, e.g. report(3, loss=0.2)")
+    line = json.dumps(body, separators=(",", ":"))
+    sys.stdout.write(C.REPORT_PREFIX + line + "\n")
+    sys.stdout.flush()
+    _last_report = body
+    _write_result(body)
+
+
+def _result_path() -> str | None:
+    path = _env(C.ENV_RESULT_FILE)
+    if path is not None:
+        return path
+    # The kubelet creates the default path in a pod; elsewhere (by hand) there is none.
+    return C.DEFAULT_RESULT_FILE if os.path.exists(C.DEFAULT_RESULT_FILE) else None
+
+
+def _write_result(body: dict) -> None:
+    path = _result_path()
+    if path is None:
+        return
+    body = dict(body)
+    text = json.dumps(body, separators=(",", ":"))
+    metrics = dict(body.get("metrics", {}))
+    while len(text.encode()) > RESULT_LIMIT and metrics:
+        metrics.pop(next(reversed(metrics)))  # keep the first metrics: the objective comes first
+        body.update(metrics=metrics, truncated=True)
+        text = json.dumps(body, separators=(",", ":"))
+    # Written in place, not renamed: in a pod the path is a file the kubelet mounted.
+    with open(path, "w") as f:
+        f.write(text)

@@ -1,0 +1,201 @@
+"""The trial SDK, in-process and through the built-in trainables run as real processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rung import trial
+from rung.errors import InputError
+from rung.storage import open_store
+from rung.trial import contract as C
+from rung_trainables import benchmarks as B
+
+pytestmark = pytest.mark.unit
+
+RUNG_VARS = [v for k, v in vars(C).items() if k.startswith("ENV_")]
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    """A clean trial environment; returns a setter for RUNG_* variables."""
+    for var in RUNG_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(trial.sdk, "_loaded_step", None)
+    monkeypatch.setattr(trial.sdk, "_last_saved_step", None)
+    monkeypatch.setattr(trial.sdk, "_hook_installed", True)  # keep pytest's excepthook as it is
+
+    def set_env(**values):
+        for name, value in values.items():
+            monkeypatch.setenv(getattr(C, "ENV_" + name.upper()), str(value))
+    return set_env
+
+
+# --- in-process ------------------------------------------------------------------------
+
+def test_defaults_by_hand(env):
+    assert trial.params() == {} and trial.budget() == 1.0
+    assert trial.load_checkpoint() is None and trial.checkpoint_step() == 0
+    trial.save_checkpoint({"a": 1}, 1)  # no URI: goes nowhere, no error
+    assert trial.should_checkpoint(5) is False
+
+
+@pytest.mark.parametrize("name,value", [("params", "[1, 2]"), ("params", "{oops"),
+                                        ("budget", "many"), ("budget", "-1")])
+def test_bad_inputs_name_the_variable(env, name, value):
+    env(**{name: value})
+    with pytest.raises(InputError, match=getattr(C, "ENV_" + name.upper())):
+        trial.params() if name == "params" else trial.budget()
+
+
+def test_checkpoint_round_trip_respects_budget(env, tmp_path):
+    import numpy as np
+
+    env(checkpoint_uri=(tmp_path / "ns/st/st-0").as_uri(), params='{"lr": 0.1}', budget=3)
+    assert trial.params() == {"lr": 0.1}
+    trial.save_checkpoint({"w": np.arange(3.0)}, 3)
+    trial.save_checkpoint({"w": np.arange(9.0)}, 9)
+    state = trial.load_checkpoint()
+    assert state["w"].tolist() == [0.0, 1.0, 2.0] and trial.checkpoint_step() == 3
+    env(budget=9)
+    assert len(trial.load_checkpoint()["w"]) == 9 and trial.checkpoint_step() == 9
+    assert open_store(tmp_path.as_uri()).list_steps("ns/st/st-0") == [3, 9]
+
+
+def test_report_line_and_result_file(env, tmp_path, capsys):
+    result = tmp_path / "result.json"
+    env(result_file=result)
+    trial.report(2.0, loss=0.5, acc=1)
+    trial.report(2.5, loss=0.25)
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(l[len(C.REPORT_PREFIX):]) for l in lines] == [
+        {"step": 2, "metrics": {"loss": 0.5, "acc": 1}}, {"step": 2.5, "metrics": {"loss": 0.25}}]
+    assert json.loads(result.read_text()) == {"step": 2.5, "metrics": {"loss": 0.25}}
+
+
+def test_result_file_stays_under_4k(env, tmp_path, capsys):
+    result = tmp_path / "result.json"
+    env(result_file=result)
+    trial.report(1, loss=0.1, **{f"metric_with_a_long_name_{i}": 1 / 3 for i in range(200)})
+    body = json.loads(result.read_text())
+    assert len(result.read_bytes()) <= 4096 and body["truncated"] is True
+    assert body["metrics"]["loss"] == 0.1  # the first metric survives
+    assert len(json.loads(capsys.readouterr().out[len(C.REPORT_PREFIX):])["metrics"]) == 201
+
+
+def test_should_checkpoint_every_steps_and_seconds(env, tmp_path, monkeypatch):
+    env(checkpoint_uri=(tmp_path / "t").as_uri(), checkpoint_every_steps=2)
+    assert [s for s in range(1, 7) if trial.should_checkpoint(s)] == [2, 3, 4, 5, 6]  # none saved yet
+    trial.save_checkpoint({}, 2)
+    assert [s for s in range(3, 7) if trial.should_checkpoint(s)] == [4, 5, 6]
+    env(checkpoint_every_steps=0, checkpoint_every_seconds=60)
+    assert not trial.should_checkpoint(3)
+    monkeypatch.setattr(trial.sdk, "_last_saved_time", trial.sdk._last_saved_time - 61)
+    assert trial.should_checkpoint(3)
+
+
+# --- trainables as processes -------------------------------------------------------------
+
+def run(tmp_path, module, params=None, budget=None, trial_name="st-0", ckpt=True, extra=None):
+    """Run `python -m rung_trainables.<module>` like a runtime would; (rc, reports, result, stderr)."""
+    env = {k: v for k, v in os.environ.items() if k not in RUNG_VARS}
+    result = tmp_path / f"result-{trial_name}.json"
+    result.unlink(missing_ok=True)
+    if params is not None:
+        env[C.ENV_PARAMS] = json.dumps(params)
+    if budget is not None:
+        env[C.ENV_BUDGET] = str(budget)
+    if ckpt:
+        env[C.ENV_CHECKPOINT_URI] = (tmp_path / "ckpt/ns/st" / trial_name).as_uri()
+    env[C.ENV_TRIAL] = trial_name
+    env[C.ENV_RESULT_FILE] = str(result)
+    env.update(extra or {})
+    proc = subprocess.run([sys.executable, "-m", f"rung_trainables.{module}"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    reports = [json.loads(l[len(C.REPORT_PREFIX):]) for l in proc.stdout.splitlines()
+               if l.startswith(C.REPORT_PREFIX)]
+    final = json.loads(result.read_text()) if result.exists() else None
+    return proc.returncode, reports, final, proc.stderr
+
+
+def steps(tmp_path, trial_name="st-0"):
+    return open_store((tmp_path / "ckpt").as_uri()).list_steps(f"ns/st/{trial_name}")
+
+
+def test_count_steps_resume_trains_only_missing_steps(tmp_path):
+    log = tmp_path / "steps.log"
+    extra = {"COUNT_STEPS_LOG": str(log)}
+    rc, reports, final, _ = run(tmp_path, "count_steps", {"x": 0.5}, 3, extra=extra)
+    assert rc == 0 and [r["step"] for r in reports] == [1, 2, 3]
+    assert final == {"step": 3, "metrics": {"loss": pytest.approx(0.04 + 1 / 4)}}
+    rc, reports, final, _ = run(tmp_path, "count_steps", {"x": 0.5}, 9, extra=extra)
+    assert rc == 0 and [r["step"] for r in reports] == [4, 5, 6, 7, 8, 9]
+    assert final["step"] == 9 and steps(tmp_path) == [3, 9]
+    assert log.read_text().split("\n")[:-1] == [f"st-0 {s}" for s in range(1, 10)]
+    # Rerun at a budget already reached (a restart after the checkpoint): nothing retrained.
+    rc, reports, final, _ = run(tmp_path, "count_steps", {"x": 0.5}, 9, extra=extra)
+    assert rc == 0 and [r["step"] for r in reports] == [9] and final["step"] == 9
+    assert len(log.read_text().splitlines()) == 9
+
+
+def test_count_steps_failure_keeps_periodic_checkpoints(tmp_path):
+    log = tmp_path / "steps.log"
+    extra = {"COUNT_STEPS_LOG": str(log), C.ENV_CHECKPOINT_EVERY_STEPS: "2"}
+    rc, reports, final, err = run(tmp_path, "count_steps", {"x": 0.1, "fail_at": 6}, 9, extra=extra)
+    assert rc == 1 and "failing before step 6" in err
+    # The error reaches the result file (a pod's termination message) beside the last report.
+    assert final["error"] == "RuntimeError: count_steps: failing before step 6 as asked"
+    assert final["step"] == 5 and final["metrics"] == reports[-1]["metrics"]
+    assert [r["step"] for r in reports] == [1, 2, 3, 4, 5] and steps(tmp_path) == [2, 4]
+    rc, reports, _, _ = run(tmp_path, "count_steps", {"x": 0.1}, 9, extra=extra)
+    assert rc == 0 and [r["step"] for r in reports] == [5, 6, 7, 8, 9]
+    assert [int(l.split()[1]) for l in log.read_text().splitlines()] == [1, 2, 3, 4, 5] + [5, 6, 7, 8, 9]
+    rc, _, _, _ = run(tmp_path, "count_steps", {"x": 0.1}, 2, "st-1", extra={"COUNT_STEPS_FAIL_AT": "1"})
+    assert rc == 1
+
+
+def test_by_hand_without_any_variables(tmp_path):
+    rc, reports, _, _ = run(tmp_path, "count_steps", ckpt=False)
+    assert rc == 0 and reports == [{"step": 1, "metrics": {"loss": 0.5}}]
+    rc, _, final, err = run(tmp_path, "hartmann6", ckpt=False)
+    assert rc == 1 and "x0..x5" in err
+    assert final == {"error": "InputError: params: has 0 of x0..x5; give x0..x5 (or x0..x2 for Hartmann-3)"}
+
+
+def test_counting_ones_resume_draws_like_one_run(tmp_path):
+    p = {**{f"cat{i}": i % 2 for i in range(4)}, **{f"x{j}": 0.1 * (j + 2) for j in range(4)}, "seed": 5}
+    cat, cont = [p[f"cat{i}"] for i in range(4)], [p[f"x{j}"] for j in range(4)]
+    rc, [r9], _, _ = run(tmp_path, "counting_ones", p, 9)
+    rc2, [r27], final, _ = run(tmp_path, "counting_ones", p, 27)
+    assert rc == rc2 == 0 and steps(tmp_path) == [9, 27]
+    assert r9["metrics"]["loss"] == B.counting_ones(cat, cont, 9, seed=5)
+    assert r27["metrics"]["loss"] == B.counting_ones(cat, cont, 27, seed=5)
+    assert final["metrics"]["loss_true"] == B.counting_ones_true(cat, cont)
+    assert final["metrics"]["regret"] == pytest.approx(B.counting_ones_true(cat, cont) / 8 + 1)
+
+
+def test_hartmann_and_branin_report_the_benchmark(tmp_path):
+    x = {f"x{i}": v for i, v in enumerate(B.HARTMANN6_ARGMIN)}
+    rc, [r], final, _ = run(tmp_path, "hartmann6", {**x, "preset": "bad", "seed": 2}, 10, ckpt=False)
+    assert rc == 0 and r == final and r["step"] == 10
+    assert r["metrics"]["loss"] == B.hartmann(B.HARTMANN6_ARGMIN, 10, preset="bad", seed=2)
+    assert r["metrics"]["regret"] == pytest.approx(0, abs=1e-5)
+    rc, [r], _, _ = run(tmp_path, "branin", {"x0": 3.0, "x1": 4.0}, 100, ckpt=False)
+    assert rc == 0 and r["metrics"]["loss"] == B.branin(3.0, 4.0)
+    assert r["metrics"]["cost"] == pytest.approx(1.0)
+    rc, _, _, err = run(tmp_path, "branin", {"x0": 3.0, "x1": 4.0}, 101, ckpt=False)
+    assert rc == 1 and "fidelity range" in err
+
+
+def test_mlp_digits_resumed_equals_uninterrupted(tmp_path):
+    p = {"lr": 0.05, "hidden": 32, "activation": "tanh", "batch_size": 64, "weight_decay": 1e-4}
+    rc, straight, _, _ = run(tmp_path, "mlp_digits", p, 6, "straight")
+    assert rc == 0 and [r["step"] for r in straight] == [1, 2, 3, 4, 5, 6]
+    rc1, first, _, _ = run(tmp_path, "mlp_digits", p, 3, "resumed")
+    rc2, second, final, _ = run(tmp_path, "mlp_digits", p, 6, "resumed")
+    assert rc1 == rc2 == 0 and [r["step"] for r in second] == [4, 5, 6]
+    assert first + second == straight  # bitwise: same floats in the JSON
+    assert final == straight[-1] and straight[-1]["metrics"]["val_accuracy"] > 0.8
+    assert steps(tmp_path, "resumed") == [3, 6]

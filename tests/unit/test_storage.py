@@ -1,0 +1,141 @@
+"""The file:// checkpoint store: sealing, fall-back past damage, canonical step names."""
+
+import json
+import math
+import shutil
+
+import pytest
+
+from rung.errors import InputError
+from rung.storage import FileStore, format_step, open_store, parse_step, split_trial_uri, trial_uri
+
+pytestmark = pytest.mark.unit
+
+P = "ns/study/study-0"
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_store(tmp_path.as_uri())
+
+
+def step_dir(store, step):
+    return store.root / P / format_step(step)
+
+
+def test_save_seals_with_manifest_and_loads(store):
+    store.save(P, 3, {"state.pkl": b"abc", "extra.bin": b""})
+    manifest = json.loads((step_dir(store, 3) / "MANIFEST.json").read_text())
+    assert manifest["step"] == 3 and manifest["created"] > 0
+    assert manifest["files"]["state.pkl"]["size"] == 3
+    assert len(manifest["files"]["state.pkl"]["sha256"]) == 64
+    assert store.load_latest(P) == (3, {"state.pkl": b"abc", "extra.bin": b""})
+    assert not [p for p in store.root.rglob("*") if p.name.startswith(".")]  # no temp files left
+
+
+def test_highest_step_wins_numerically_not_lexically(store):
+    for step in (1, 3, 9, 27, 2.5):
+        store.save(P, step, {"s": str(step).encode()})
+    assert store.list_steps(P) == [1, 2.5, 3, 9, 27]
+    assert store.load_latest(P)[0] == 27
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "remove"])
+def test_corrupt_file_falls_back_to_previous_sealed(store, damage):
+    store.save(P, 1, {"s": b"one"})
+    store.save(P, 3, {"s": b"three"})
+    f = step_dir(store, 3) / "s"
+    if damage == "flip":
+        f.write_bytes(b"thrEe")  # same size, wrong checksum
+    elif damage == "truncate":
+        f.write_bytes(b"thr")
+    else:
+        f.unlink()
+    assert store.load_latest(P) == (1, {"s": b"one"})
+
+
+def test_unsealed_and_unmanifested_dirs_are_ignored(store):
+    store.save(P, 1, {"s": b"one"})
+    unsealed = step_dir(store, 9)
+    unsealed.mkdir()
+    (unsealed / "s").write_bytes(b"half-written")
+    store.save(P, 3, {"s": b"three"})
+    (step_dir(store, 3) / "MANIFEST.json").unlink()
+    assert store.list_steps(P) == [1]
+    assert store.load_latest(P) == (1, {"s": b"one"})
+
+
+def test_bad_or_misplaced_manifest_is_ignored(store):
+    store.save(P, 1, {"s": b"one"})
+    store.save(P, 3, {"s": b"three"})
+    (step_dir(store, 3) / "MANIFEST.json").write_text("{not json")
+    shutil.copytree(step_dir(store, 1), step_dir(store, 5))  # manifest says step 1, dir says 5
+    assert store.load_latest(P) == (1, {"s": b"one"})
+
+
+def test_max_step(store):
+    for step in (1, 3, 9):
+        store.save(P, step, {"s": bytes([int(step)])})
+    assert store.load_latest(P, max_step=8.999)[0] == 3
+    assert store.load_latest(P, max_step=9)[0] == 9
+    assert store.load_latest(P, max_step=0.5) is None
+
+
+def test_resave_replaces_and_an_interrupted_resave_is_not_trusted(store):
+    store.save(P, 1, {"s": b"one"})
+    store.save(P, 3, {"s": b"old"})
+    store.save(P, 3, {"s": b"new", "t": b"2"})
+    assert store.load_latest(P) == (3, {"s": b"new", "t": b"2"})
+    # A re-save that died after unsealing and rewriting a file: never resumed.
+    (step_dir(store, 3) / "MANIFEST.json").unlink()
+    (step_dir(store, 3) / "s").write_bytes(b"newer")
+    assert store.load_latest(P) == (1, {"s": b"one"})
+
+
+def test_missing_and_delete(store):
+    assert store.load_latest(P) is None and store.list_steps(P) == []
+    store.save(P, 1, {"s": b"one"})
+    store.save("ns/study/study-1", 1, {"s": b"x"})
+    store.delete(P)
+    store.delete(P)  # idempotent
+    assert store.load_latest(P) is None
+    assert store.list_steps("ns/study/study-1") == [1]
+
+
+def test_canonical_step_names():
+    assert [format_step(s) for s in (3, 3.0, 2.5, 0, 0.1, 81)] == ["3", "3", "2.5", "0", "0.1", "81"]
+    for s in (3, 2.5, 0.1, 1 / 3, 1e-7, 729):
+        assert parse_step(format_step(s)) == s
+    assert parse_step("3.0") is None and parse_step("03") is None and parse_step("x") is None
+    for bad in (-1, math.nan, math.inf):
+        with pytest.raises(InputError):
+            format_step(bad)
+
+
+@pytest.mark.parametrize("prefix,files", [("../escape", {"s": b""}), ("", {"s": b""}),
+                                          (P, {"a/b": b""}), (P, {"MANIFEST.json": b""}),
+                                          (P, {".hidden": b""})])
+def test_bad_keys_are_refused(store, prefix, files):
+    with pytest.raises(InputError):
+        store.save(prefix, 1, files)
+
+
+def test_uris(tmp_path):
+    assert isinstance(open_store(tmp_path.as_uri()), FileStore)
+    with pytest.raises(InputError, match="s3:// checkpoint stores are not implemented"):
+        open_store("s3://bucket/prefix")
+    for bad in ("http://x/y", "file://relative/path", "/no/scheme"):
+        with pytest.raises(InputError, match="checkpoints.uri"):
+            open_store(bad)
+
+
+def test_trial_uri_round_trip(tmp_path):
+    uri = trial_uri(tmp_path.as_uri() + "/", "default", "mlp", "mlp-3")
+    assert uri == tmp_path.as_uri() + "/default/mlp/mlp-3"
+    store, prefix = split_trial_uri(uri)
+    store.save(prefix, 2, {"s": b"x"})
+    assert (tmp_path / "default/mlp/mlp-3/2/MANIFEST.json").exists()
+    root = open_store(tmp_path.as_uri())
+    assert root.load_latest("default/mlp/mlp-3") == (2, {"s": b"x"})
+    with pytest.raises(InputError):
+        trial_uri(tmp_path.as_uri(), "default", "../x", "t")
