@@ -25,10 +25,13 @@ class Finished:
 
 
 def simulate(scheduler: Scheduler, evaluate: Callable[[int, dict, float], float], workers: int = 1,
-             max_events: int | None = None) -> list[Finished]:
-    """Run until the scheduler is finished (or `max_events` segments have finished).
+             max_events: int | None = None, max_spent: float | None = None,
+             resumable: bool = True) -> list[Finished]:
+    """Run until the scheduler is finished, or `max_events` segments have finished, or
+    `max_spent` budget has been spent.
 
     `evaluate(trial, config, budget)` returns the loss of that configuration at that budget.
+    `resumable=False` charges a promoted segment its whole budget (nothing to continue from).
     """
     now, spent, heap, done = 0.0, 0.0, [], []
     while True:
@@ -36,9 +39,10 @@ def simulate(scheduler: Scheduler, evaluate: Callable[[int, dict, float], float]
             d = scheduler.ask()
             if d is None:
                 break
-            cost = d.budget - (d.resume_from or 0.0)
+            cost = d.budget - (d.resume_from or 0.0) if resumable else d.budget
             heapq.heappush(heap, (now + cost, d.trial, d.config, d.budget, cost))
-        if not heap or (max_events is not None and len(done) >= max_events):
+        if (not heap or (max_events is not None and len(done) >= max_events)
+                or (max_spent is not None and spent >= max_spent)):
             return done
         now, trial, config, budget, cost = heapq.heappop(heap)
         loss = evaluate(trial, config, budget)

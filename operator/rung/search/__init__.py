@@ -1,5 +1,22 @@
 """Samplers: propose configurations for new trials."""
 
+from rung.search.annealing import AnnealingSampler
 from rung.search.base import Observation, Sampler
+from rung.search.evolution import EvolutionSampler
+from rung.search.grid import GridSampler
+from rung.search.kde import KDESampler
+from rung.search.random import RandomSampler
+from rung.search.sobol import SobolSampler
 
-__all__ = ["Observation", "Sampler"]
+# algorithm.sampler names in a manifest -> sampler class
+SAMPLERS: dict[str, type[Sampler]] = {
+    "random": RandomSampler,
+    "grid": GridSampler,
+    "sobol": SobolSampler,
+    "tpe": KDESampler,
+    "evolution": EvolutionSampler,
+    "annealing": AnnealingSampler,
+}
+
+__all__ = ["SAMPLERS", "AnnealingSampler", "EvolutionSampler", "GridSampler", "KDESampler",
+           "Observation", "RandomSampler", "Sampler", "SobolSampler"]
