@@ -1,0 +1,191 @@
+"""The `rung` command line.
+
+Every input is checked before anything is written: a bad manifest, algorithm setting,
+trial command or results folder ends with one `error: <field>: <problem>; <fix>` line on
+stderr and exit code 2, and leaves an existing results folder exactly as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from rung import __version__
+from rung.api import Study, load_study
+from rung.errors import InputError
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):   # one line, like every other input error
+        raise InputError(self.prog, message, f"see {self.prog} --help")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="rung", description="AutoML studies (ASHA, BOHB, Hyperband, ...) on Kubernetes "
+                                         "or on one machine.")
+    p.add_argument("--version", action="version", version=f"rung {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a Study locally, or resume it")
+    run.add_argument("study", metavar="STUDY.yaml")
+    run.add_argument("--parallel", type=_positive, metavar="N",
+                     help="trials at once (default: spec.limits.parallelism)")
+    run.add_argument("--results", metavar="DIR", help="results folder (default: .rung/<study name>)")
+    run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="check a manifest and its algorithm settings")
+    val.add_argument("file", metavar="FILE")
+    val.set_defaults(func=cmd_validate)
+
+    rep = sub.add_parser("report", help="summary table and PNG plots of a Study's results")
+    rep.add_argument("target", metavar="STUDY_OR_RESULTS_DIR")
+    rep.add_argument("--out", metavar="DIR", help="where the PNGs go (default: <results>/plots)")
+    rep.set_defaults(func=cmd_report)
+
+    for name, what in (("operator", "the Kubernetes operator"), ("crds", "the CustomResourceDefinitions")):
+        sub.add_parser(name, help=f"{what} (not available yet)").set_defaults(func=_unavailable(name, what))
+    return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return args.func(args)
+    except InputError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+# ---- run -------------------------------------------------------------------------------
+
+def default_results(study: Study) -> Path:
+    return Path.cwd() / ".rung" / study.name
+
+
+def cmd_run(args) -> int:
+    from rung.progress import Progress, progress_line
+    from rung.report import format_table, summarize
+    from rung.runtime.local import LocalRuntime, check_command
+    from rung.runtime.loop import INTERRUPTED, SUCCEEDED, StudyLoop
+    from rung.runtime.records import FolderRecords, check_folder, locked
+    from rung.schedulers import make_scheduler
+    from rung.storage import open_store
+
+    manifest = Path(args.study)
+    study = load_study(manifest)
+    scheduler = make_scheduler(study)
+    cwd = manifest.resolve().parent
+    check_command(study.spec.trial.command, cwd, study.spec.trial.env)
+    if study.spec.checkpoints.uri:
+        open_store(study.spec.checkpoints.uri)   # refuses schemes this build cannot write
+    results = (Path(args.results) if args.results else default_results(study)).resolve()
+    check_folder(results, study)
+
+    with locked(results):
+        check_folder(results, study)   # again, now that no other `rung run` can write it
+        records = FolderRecords.create(results, study)
+        runtime = LocalRuntime(results, cwd)
+        loop = StudyLoop(study, scheduler, runtime, records, parallelism=args.parallel,
+                         checkpoint_root=study.spec.checkpoints.uri or (results / "checkpoints").as_uri())
+        progress = Progress(quiet=args.quiet)
+        stop = threading.Event()
+
+        def show(lp: StudyLoop) -> None:
+            progress.update(progress_line(summarize(study, list(lp.trials.values()), _status(lp))))
+
+        with _stop_on_signals(stop):
+            try:
+                state = loop.run(on_step=None if args.quiet else show, should_stop=stop.is_set, sleep=stop.wait)
+            except KeyboardInterrupt:   # a second Ctrl-C: records stay as they are, resumable
+                state = INTERRUPTED
+            finally:
+                runtime.close()
+                progress.close()
+    print(format_table(summarize(study, records.load(), records.load_status())))
+    if state == INTERRUPTED:
+        print(f"interrupted: run the same command again to resume ({results})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"results: {results}  (plots: rung report {results})")
+    return EXIT_OK if state == SUCCEEDED else EXIT_FAILED
+
+
+def _status(loop) -> dict:
+    return {"state": loop.state, "reason": loop.reason, "elapsed": loop.elapsed()}
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event):
+    """First Ctrl-C or SIGTERM: stop cleanly (children stopped, records resumable).
+    A second Ctrl-C interrupts at once; the finally blocks still stop the children."""
+    def first(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    saved = {s: signal.signal(s, first) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+# ---- validate, report --------------------------------------------------------------------
+
+def cmd_validate(args) -> int:
+    from rung.schedulers import make_scheduler
+
+    study = load_study(args.file)
+    make_scheduler(study)
+    spec = study.spec
+    print(f"ok: {args.file}: Study {study.name}, algorithm {spec.algorithm.name}, "
+          f"{len(spec.search_space)} parameters, up to {spec.limits.max_trials} trials")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from rung.report import format_table, format_top, summarize, write_plots
+    from rung.runtime.records import FolderRecords
+
+    target = Path(args.target)
+    results = target if target.is_dir() else default_results(load_study(target))
+    records = FolderRecords(results)
+    study = records.study()
+    summary = summarize(study, records.load(), records.load_status())
+    out = Path(args.out) if args.out else results / "plots"
+    print(format_table(summary))
+    print()
+    print(format_top(summary))
+    paths = write_plots(summary, out)
+    print()
+    print("plots: " + ", ".join(str(p) for p in paths))
+    return EXIT_OK
+
+
+def _unavailable(command: str, what: str):
+    def run(args) -> int:
+        print(f"error: `rung {command}` ({what}) is not available yet in rung {__version__}; "
+              "use `rung run` to run a Study locally", file=sys.stderr)
+        return EXIT_INPUT
+    return run
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""`rung report`: the summary table of a Study's records, the top trials, and PNG plots.
+
+The incumbent (the "best" everywhere in Rung's output) is the best loss among results at
+the highest budget any result reached: a low-fidelity loss is not comparable with a
+full-budget one, so a cheap lucky segment never displaces a fully trained trial.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from rung.api import Study
+from rung.runtime.records import COMPLETED, FAILED_STATE, RUNNING, STOPPED, SegmentDoc, TrialDoc
+
+STATES = (COMPLETED, STOPPED, FAILED_STATE, RUNNING)
+
+
+@dataclass(frozen=True)
+class Point:
+    """The incumbent after a segment ended."""
+
+    elapsed: float      # the Study's wall time when it ended
+    spent: float        # cumulative budget trained by every ended segment so far
+    budget: float
+    loss: float
+    trial: TrialDoc
+
+
+@dataclass(frozen=True)
+class Summary:
+    study: Study
+    trials: list[TrialDoc]
+    state: str
+    reason: str
+    elapsed: float
+    counts: Counter
+    spent: float
+    trajectory: list[Point]
+
+    @property
+    def best(self) -> Point | None:
+        return self.trajectory[-1] if self.trajectory else None
+
+    def metric(self, loss: float) -> float:
+        """A loss back in the user's terms (maximised metrics were negated)."""
+        return loss if self.study.minimize else -loss
+
+
+def _ended(trials: list[TrialDoc]) -> list[tuple[SegmentDoc, TrialDoc]]:
+    ended = [(s, t) for t in trials for s in t.segments if s.status != RUNNING]
+    return sorted(ended, key=lambda st: (st[0].elapsed or 0.0, st[0].ended or 0.0))
+
+
+def _beats(budget: float, loss: float, best: Point | None) -> bool:
+    return best is None or budget > best.budget or (budget == best.budget and loss < best.loss)
+
+
+def summarize(study: Study, trials: list[TrialDoc], status: dict | None = None) -> Summary:
+    status = status or {}
+    trajectory: list[Point] = []
+    spent = 0.0
+    for seg, trial in _ended(trials):
+        spent += seg.used()
+        if seg.loss is not None and math.isfinite(seg.loss) and seg.reached is not None:
+            best = trajectory[-1] if trajectory else None
+            if _beats(seg.reached, seg.loss, best):
+                trajectory.append(Point(seg.elapsed or 0.0, spent, seg.reached, seg.loss, trial))
+    spent += sum(s.used() for t in trials for s in t.segments if s.status == RUNNING)
+    return Summary(study, trials, status.get("state", "running"), status.get("reason", ""),
+                   float(status.get("elapsed", 0.0)), Counter(t.state for t in trials), spent, trajectory)
+
+
+# ---- text --------------------------------------------------------------------------------
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, s = divmod(int(round(seconds)), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m:02d} min" if hours else f"{m} min {s:02d} s"
+
+
+def _num(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def format_table(s: Summary) -> str:
+    spec = s.study.spec
+    unit = spec.budget.unit
+    lines = [f"Study {s.study.name}: {s.state}" + (f" ({s.reason})" if s.reason else "")]
+    best = s.best
+    if best is None:
+        lines.append(f"  best {spec.objective.metric:<14} none yet")
+    else:
+        lines.append(f"  best {spec.objective.metric:<14} {_num(s.metric(best.loss))}  "
+                     f"(trial {best.trial.name}, {unit} {_num(best.budget)})")
+        lines += [f"    {k} = {v!r}" if isinstance(v, str) else f"    {k} = {_num(v) if isinstance(v, float) else v}"
+                  for k, v in best.trial.config.items()]
+    by_state = ", ".join(f"{s.counts.get(state, 0)} {state}" for state in STATES)
+    lines.append(f"  {'trials':<19} {len(s.trials)} of {spec.limits.max_trials}: {by_state}")
+    lines.append(f"  {'budget used':<19} {_num(s.spent)} {unit}")
+    lines.append(f"  {'wall time':<19} {format_duration(s.elapsed)}")
+    return "\n".join(lines)
+
+
+def _trial_best(trial: TrialDoc) -> tuple[float, float] | None:
+    """(budget, loss) of a trial's best result at the highest budget it reached."""
+    results = [(s.reached, s.loss) for s in trial.segments
+               if s.loss is not None and math.isfinite(s.loss) and s.reached is not None]
+    return max(results, key=lambda r: (r[0], -r[1])) if results else None
+
+
+def top_trials(s: Summary, k: int = 10) -> list[tuple[TrialDoc, float, float]]:
+    ranked = [(t, *b) for t in s.trials if (b := _trial_best(t)) is not None]
+    ranked.sort(key=lambda r: (-r[1], r[2], r[0].index))
+    return ranked[:k]
+
+
+def format_top(s: Summary, k: int = 10) -> str:
+    rows = [(str(i + 1), t.name, t.state, str(len(t.segments)), _num(b), _num(s.metric(loss)),
+             " ".join(f"{n}={_num(v) if isinstance(v, float) else v}" for n, v in t.config.items()))
+            for i, (t, b, loss) in enumerate(top_trials(s, k))]
+    head = ("#", "trial", "state", "segments", s.study.spec.budget.unit, s.study.spec.objective.metric, "params")
+    if not rows:
+        return "no trial has a result yet"
+    widths = [max(len(r[j]) for r in [head, *rows]) for j in range(len(head) - 1)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+    return "\n".join(fmt.format(*r) for r in [head, *rows])
+
+
+# ---- plots -------------------------------------------------------------------------------
+
+def write_plots(s: Summary, out: Path) -> list[Path]:
+    """best_vs_time.png, best_vs_budget.png, learning_curves.png in `out`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    metric, unit = s.study.spec.objective.metric, s.study.spec.budget.unit
+    paths = []
+    ys = [s.metric(p.loss) for p in s.trajectory]
+    ys_end = ys + ys[-1:]   # the incumbent holds until the end of the Study
+    for name, xs, end, xlabel in (
+            ("best_vs_time.png", [p.elapsed for p in s.trajectory], s.elapsed, "wall time (s)"),
+            ("best_vs_budget.png", [p.spent for p in s.trajectory], s.spent, f"cumulative budget ({unit})")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.step(xs + [max(xs[-1], end)] if xs else [], ys_end, where="post")
+        ax.plot(xs, ys, "o", markersize=3)
+        ax.set(xlabel=xlabel, ylabel=f"best {metric}", title=f"{s.study.name}: best so far")
+        ax.grid(alpha=0.3)
+        paths.append(_save(fig, out / name))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    levels = sorted({len(t.segments) for t in s.trials}) or [1]
+    cmap = plt.get_cmap("viridis", max(2, len(levels)))
+    for trial in s.trials:
+        points = [p for seg in trial.segments for p in seg.curve]
+        if points:
+            colour = cmap(levels.index(len(trial.segments)))
+            ax.plot([p[0] for p in points], [s.metric(p[1]) for p in points], color=colour, alpha=0.7, lw=1,
+                    marker="o", markersize=2)   # a one-report trial is a dot, not an invisible line
+    for n in levels:
+        ax.plot([], [], color=cmap(levels.index(n)), label=f"{n} segment{'s' if n > 1 else ''}")
+    ax.legend(title="reached", fontsize="small")
+    ax.set(xlabel=f"step ({unit})", ylabel=metric, title=f"{s.study.name}: learning curves")
+    ax.grid(alpha=0.3)
+    paths.append(_save(fig, out / "learning_curves.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

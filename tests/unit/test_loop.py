@@ -1,0 +1,315 @@
+"""The Study loop driven by an in-memory runtime: parallelism, failures, stop decisions,
+and restarts from records that neither lose nor duplicate trials."""
+
+import math
+
+import pytest
+
+from rung.api import parse_study
+from rung.errors import InputError
+from rung.runtime.base import Finished, Outcome, Report, Runtime
+from rung.runtime.loop import FAILED_STUDY, INTERRUPTED, SUCCEEDED, StudyLoop
+from rung.runtime.records import MemoryRecords
+from rung.schedulers import make_scheduler
+
+pytestmark = pytest.mark.unit
+
+
+def study(algorithm="random", max_trials=8, parallelism=2, max_failed=3, bmin=1, bmax=9, goal="minimize",
+          metric="loss", **settings):
+    return parse_study({
+        "apiVersion": "rung.dev/v1alpha1", "kind": "Study", "metadata": {"name": "s"},
+        "spec": {
+            "objective": {"metric": metric, "goal": goal},
+            "searchSpace": {"x": {"type": "float", "low": 0, "high": 1},
+                            "y": {"type": "float", "low": 0, "high": 1}},
+            "algorithm": {"name": algorithm, "seed": 5, "settings": settings},
+            "budget": {"min": bmin, "max": bmax},
+            "limits": {"maxTrials": max_trials, "parallelism": parallelism, "maxFailedTrials": max_failed,
+                       "maxPreemptions": 2},
+            "trial": {"command": ["train"]},
+            "checkpoints": {"uri": "file:///ckpt"},
+        }})
+
+
+def quality(config, step):
+    """Deterministic: ranks configs the same at every step, improves with steps."""
+    return (config["x"] - 0.3) ** 2 + (config["y"] - 0.6) ** 2 + 1.0 / (1.0 + step)
+
+
+class FakeRuntime(Runtime):
+    """Each live segment trains one step per poll (a Report), then finishes.
+
+    `ending(spec)` may return an Outcome to end a segment at its first poll instead
+    (FAILED, LOST, or SUCCEEDED with no metric)."""
+
+    def __init__(self, ending=lambda spec: None, metric="loss", sign=1.0):
+        self.ending, self.metric, self.sign = ending, metric, sign
+        self.live, self.step_of, self.stopping = {}, {}, set()
+        self.started, self.stopped, self.max_live = [], [], 0
+
+    def start(self, spec):
+        assert spec.name not in self.live, f"{spec.name} started twice"
+        self.live[spec.name] = spec
+        self.step_of[spec.name] = spec.resume_from or 0
+        self.started.append(spec)
+        self.max_live = max(self.max_live, len(self.live))
+
+    def poll(self):
+        events = []
+        for name, spec in list(self.live.items()):
+            if name in self.stopping:
+                events.append(self._end(spec, Outcome.STOPPED))
+                continue
+            ending = self.ending(spec)
+            if ending is not None:
+                events.append(self._end(spec, ending, None if ending != Outcome.FAILED else 1,
+                                        reason="boom" if ending != Outcome.SUCCEEDED else ""))
+                continue
+            step = self.step_of[name] = self.step_of[name] + 1
+            value = self.sign * quality(spec.params, step)
+            events.append(Report(spec.trial, spec.segment, step, {self.metric: value}))
+            if step >= spec.budget:
+                events.append(self._end(spec, Outcome.SUCCEEDED, 0, {"step": step, "metrics": {self.metric: value}}))
+        return events
+
+    def _end(self, spec, outcome, code=0, result=None, reason=""):
+        del self.live[spec.name]
+        self.stopping.discard(spec.name)
+        return Finished(spec.trial, spec.segment, outcome, code, result, reason)
+
+    def stop(self, name):
+        if name in self.live:
+            self.stopped.append(name)
+            self.stopping.add(name)
+
+    def running(self):
+        return set(self.live)
+
+    def close(self):
+        self.live.clear()
+
+
+def make_loop(st, runtime, records=None, **kw):
+    return StudyLoop(st, make_scheduler(st), runtime, records if records is not None else MemoryRecords(), **kw)
+
+
+def drive(loop, max_steps=10_000):
+    for _ in range(max_steps):
+        if not loop.step():
+            return loop.state
+    raise AssertionError("the loop did not end")
+
+
+def trials_of(records):
+    return {t.index: t for t in records.load()}
+
+
+def test_parallelism_is_respected_and_every_trial_completes():
+    st = study(max_trials=7, parallelism=3)
+    runtime, records = FakeRuntime(), MemoryRecords()
+    assert drive(make_loop(st, runtime, records)) == SUCCEEDED
+    assert runtime.max_live == 3
+    trials = trials_of(records)
+    assert sorted(trials) == list(range(7))
+    assert all(t.state == "completed" and t.name == f"s-{t.index}" for t in trials.values())
+    assert [s.name for s in runtime.started] == [f"s-{i}-s0" for i in range(7)]
+    assert records.status["state"] == SUCCEEDED
+
+
+def test_parallel_override_and_segment_spec_contents():
+    st = study(max_trials=4, parallelism=1)
+    runtime = FakeRuntime()
+    drive(make_loop(st, runtime, parallelism=2))
+    assert runtime.max_live == 2
+    spec = runtime.started[0]
+    assert spec.checkpoint_uri == "file:///ckpt/default/s/s-0"
+    assert spec.command == ["train"] and spec.budget == 9 and spec.segment == 0
+
+
+def test_failures_are_counted_and_tolerated_up_to_the_limit():
+    st = study(max_trials=6, max_failed=2)
+    runtime = FakeRuntime(ending=lambda spec: Outcome.FAILED if spec.index in (1, 4) else None)
+    records = MemoryRecords()
+    loop = make_loop(st, runtime, records)
+    assert drive(loop) == SUCCEEDED
+    trials = trials_of(records)
+    assert [i for i, t in trials.items() if t.state == "failed"] == [1, 4]
+    assert trials[1].current.reason == "boom" and trials[1].current.exit_code == 1
+    assert loop.failed_trials() == 2
+    assert math.isinf(loop.scheduler.observations[[o.trial for o in loop.scheduler.observations].index(1)].loss)
+
+
+def test_too_many_failures_fail_the_study_and_stop_running_trials():
+    st = study(max_trials=20, parallelism=3, max_failed=1)
+    # trial 0 keeps running (budget 9 takes 9 polls); trials 1 and 2 fail at once
+    runtime = FakeRuntime(ending=lambda spec: Outcome.FAILED if spec.index in (1, 2) else None)
+    records = MemoryRecords()
+    assert drive(make_loop(st, runtime, records)) == FAILED_STUDY
+    assert "more than limits.maxFailedTrials (1)" in records.status["reason"]
+    trials = trials_of(records)
+    assert trials[0].state == "stopped" and trials[0].current.reason == "the Study failed"
+    assert "s-0-s0" in runtime.stopped
+    assert len(runtime.started) == 3   # nothing new starts once the Study has failed
+    # a later loop on the same records sees a finished Study and does nothing
+    again = FakeRuntime()
+    assert drive(make_loop(st, again, records)) == FAILED_STUDY and again.started == []
+
+
+def test_exit_zero_without_the_objective_is_a_failure_with_a_reason():
+    st = study(max_trials=2, max_failed=5)
+    runtime = FakeRuntime(ending=lambda spec: Outcome.SUCCEEDED)
+    records = MemoryRecords()
+    drive(make_loop(st, runtime, records))
+    reason = trials_of(records)[0].current.reason
+    assert trials_of(records)[0].state == "failed"
+    assert "without reporting the objective metric 'loss'" in reason and "trial.report" in reason
+
+
+def test_maximize_is_negated_into_a_loss():
+    st = study(max_trials=3, goal="maximize", metric="acc")
+    runtime, records = FakeRuntime(metric="acc", sign=-1.0), MemoryRecords()
+    drive(make_loop(st, runtime, records))
+    for t in trials_of(records).values():
+        assert t.current.loss == pytest.approx(quality(t.config, 9))   # acc = -quality, loss = -acc
+        assert t.current.metrics["acc"] < 0
+
+
+def test_infrastructure_loss_restarts_without_counting_as_failure():
+    st = study(max_trials=3, max_failed=0)
+    lost_once = set()
+
+    def ending(spec):
+        if spec.index == 1 and spec.name not in lost_once:
+            lost_once.add(spec.name)
+            return Outcome.LOST
+        return None
+
+    runtime, records = FakeRuntime(ending), MemoryRecords()
+    assert drive(make_loop(st, runtime, records)) == SUCCEEDED
+    seg = trials_of(records)[1].current
+    assert seg.status == "completed" and seg.losses == 1 and seg.restarts == 1
+    assert [s.attempt for s in runtime.started if s.index == 1] == [0, 1]
+
+
+def test_losses_beyond_max_preemptions_fail_the_trial():
+    st = study(max_trials=2, max_failed=3)
+    runtime, records = FakeRuntime(lambda spec: Outcome.LOST if spec.index == 0 else None), MemoryRecords()
+    drive(make_loop(st, runtime, records))
+    seg = trials_of(records)[0].current
+    assert seg.status == "failed" and seg.losses == 3 and "maxPreemptions (2)" in seg.reason
+
+
+def test_stop_decisions_stop_the_trial():
+    # stop-based ASHA, milestones at steps 1 and 3: only the top third goes on at each
+    st = study("asha-stop", max_trials=9, parallelism=3, reductionFactor=3)
+    runtime, records = FakeRuntime(), MemoryRecords()
+    assert drive(make_loop(st, runtime, records)) == SUCCEEDED
+    trials = trials_of(records)
+    stopped = [t for t in trials.values() if t.state == "stopped"]
+    assert stopped and len(stopped) == len(runtime.stopped)
+    for t in stopped:
+        seg = t.current
+        assert seg.stop_requested and seg.reached == seg.curve[-1][0] < 9
+        assert seg.loss == seg.curve[-1][1]
+    assert any(t.state == "completed" and t.current.reached == 9 for t in trials.values())
+
+
+@pytest.mark.parametrize("algorithm", ["random", "asha", "hyperband", "asha-stop", "median-stop", "bohb"])
+def test_restart_from_records_makes_the_same_decisions(algorithm):
+    try:
+        st = study(algorithm, max_trials=12, parallelism=3)
+        make_scheduler(st)
+    except InputError as e:
+        pytest.skip(f"{algorithm} is not available: {e}")
+    records = MemoryRecords()
+    first = make_loop(st, FakeRuntime(), records)
+    for _ in range(7):
+        first.step()
+    # crash: the process and its runtime are gone; only the records remain
+    rebuilt = make_scheduler(st).restore([t.to_scheduler() for t in records.load()])
+    assert rebuilt.running == first.scheduler.running
+    assert finish(first.scheduler) == finish(rebuilt)
+
+
+def finish(scheduler):
+    """Every decision a scheduler makes from here to the end, running segments ending oldest first."""
+    pending = sorted(scheduler.running.items())
+    decisions = []
+    while not scheduler.finished():
+        d = scheduler.ask()
+        if d is not None:
+            decisions.append(d)
+            pending.append((d.trial, d.budget))
+        else:
+            trial, budget = pending.pop(0)
+            scheduler.tell(trial, budget, quality(scheduler.configs[trial], budget))
+    assert decisions
+    return decisions
+
+
+def test_restart_mid_study_neither_loses_nor_duplicates_trials():
+    st = study("asha", max_trials=9, parallelism=2, reductionFactor=3)
+    records = MemoryRecords()
+    first_rt = FakeRuntime()
+    first = make_loop(st, first_rt, records)
+    for _ in range(6):
+        first.step()
+    running_before = {s.name for s in first_rt.live.values()}
+    assert running_before
+
+    second_rt = FakeRuntime()
+    second = make_loop(st, second_rt, records)
+    assert drive(second) == SUCCEEDED
+    restarted = [s for s in second_rt.started if s.attempt == 1]
+    assert {s.name for s in restarted} == running_before          # resumed, same names
+    first_names = {s.name for s in first_rt.started}
+    assert not (first_names - running_before) & {s.name for s in second_rt.started}   # nothing rerun
+    trials = trials_of(records)
+    assert sorted(trials) == list(range(9))
+    assert all(t.state != "running" for t in trials.values())
+
+
+def test_crash_between_record_and_start_runs_the_trial_once():
+    st = study(max_trials=4, parallelism=2)
+
+    class CrashOnThirdStart(FakeRuntime):
+        def start(self, spec):
+            if len(self.started) == 2:
+                raise KeyboardInterrupt   # the process dies right after recording trial 2
+            super().start(spec)
+
+    records = MemoryRecords()
+    with pytest.raises(KeyboardInterrupt):
+        drive(make_loop(st, CrashOnThirdStart(), records))
+    assert trials_of(records)[2].state == "running"
+    runtime = FakeRuntime()
+    assert drive(make_loop(st, runtime, records)) == SUCCEEDED
+    started = [s.name for s in runtime.started]
+    assert started.count("s-2-s0") == 1 and sorted(trials_of(records)) == [0, 1, 2, 3]
+
+
+def test_a_trial_told_to_stop_is_not_restarted():
+    st = study("asha-stop", max_trials=3, parallelism=3, reductionFactor=3)
+    records = MemoryRecords()
+    first_rt = FakeRuntime()
+    loop = make_loop(st, first_rt, records)
+    while not first_rt.stopped:
+        loop.step()
+    name = first_rt.stopped[0]
+    second_rt = FakeRuntime()
+    drive(make_loop(st, second_rt, records))
+    assert name not in {s.name for s in second_rt.started}
+    index = int(name.split("-")[1])
+    assert trials_of(records)[index].state == "stopped"
+
+
+def test_interrupt_leaves_running_segments_resumable():
+    st = study(max_trials=4, parallelism=2)
+    records, runtime = MemoryRecords(), FakeRuntime()
+    loop = make_loop(st, runtime, records)
+    calls = iter(range(100))
+    assert loop.run(interval=0, should_stop=lambda: next(calls) >= 3, sleep=lambda s: None) == INTERRUPTED
+    assert records.status["state"] == INTERRUPTED and runtime.live == {}
+    assert any(t.state == "running" for t in records.load())
+    assert drive(make_loop(st, FakeRuntime(), records)) == SUCCEEDED
