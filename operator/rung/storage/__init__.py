@@ -17,7 +17,7 @@ from rung.storage.file import FileStore
 __all__ = ["CheckpointStore", "FileStore", "open_store", "split_trial_uri", "trial_uri",
            "format_step", "parse_step"]
 
-_FIELD = "checkpoints.uri"
+_FIELD = "spec.checkpoints.uri"
 
 
 def _file_path(uri: str) -> str:
