@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return EXIT_INPUT
+    except BrokenPipeError:  # `rung report ... | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 # ---- run -------------------------------------------------------------------------------
