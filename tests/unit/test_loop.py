@@ -68,7 +68,7 @@ class FakeRuntime(Runtime):
                 continue
             step = self.step_of[name] = self.step_of[name] + 1
             value = self.sign * quality(spec.params, step)
-            events.append(Report(spec.trial, spec.segment, step, {self.metric: value}))
+            events.append(Report(spec.trial, spec.segment, step, {self.metric: value}, spec.attempt))
             if step >= spec.budget:
                 events.append(self._end(spec, Outcome.SUCCEEDED, 0, {"step": step, "metrics": {self.metric: value}}))
         return events
@@ -76,7 +76,7 @@ class FakeRuntime(Runtime):
     def _end(self, spec, outcome, code=0, result=None, reason=""):
         del self.live[spec.name]
         self.stopping.discard(spec.name)
-        return Finished(spec.trial, spec.segment, outcome, code, result, reason)
+        return Finished(spec.trial, spec.segment, outcome, code, result, reason, spec.attempt)
 
     def stop(self, name):
         if name in self.live:
@@ -84,7 +84,7 @@ class FakeRuntime(Runtime):
             self.stopping.add(name)
 
     def running(self):
-        return set(self.live)
+        return {spec.run_name for spec in self.live.values()}
 
     def close(self):
         self.live.clear()

@@ -47,6 +47,16 @@ class SegmentSpec:
     def name(self) -> str:
         return segment_name(self.trial, self.segment)
 
+    @property
+    def run_name(self) -> str:
+        """The name of this attempt (a pod name): restarts must never collide with a
+        finished attempt that is still there."""
+        return run_name(self.name, self.attempt)
+
+
+def run_name(segment: str, attempt: int) -> str:
+    return segment if attempt == 0 else f"{segment}-r{attempt}"
+
 
 def contract_env(spec: SegmentSpec, result_file: str) -> dict[str, str]:
     """The RUNG_* variables of the trial contract, then the Study's own trial.env."""
@@ -91,6 +101,7 @@ class Report:
     segment: int
     step: float
     metrics: dict
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,7 @@ class Finished:
     exit_code: int | None = None
     result: dict | None = None
     reason: str = ""
+    attempt: int = 0
 
     @property
     def name(self) -> str:
@@ -129,7 +141,8 @@ class Runtime(ABC):
 
     @abstractmethod
     def running(self) -> set[str]:
-        """Names of segments whose Finished event has not been handed out by poll() yet."""
+        """Run names (SegmentSpec.run_name) of attempts whose Finished event has not been
+        handed out by poll() yet."""
 
     def close(self) -> None:
         """Release the runtime (shutdown, Ctrl-C). Segments that cannot outlive it (local

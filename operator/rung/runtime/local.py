@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from rung.errors import InputError
-from rung.runtime.base import (Event, Finished, Outcome, Report, Runtime, SegmentSpec, contract_env,
+from rung.runtime.base import (Event, Finished, Outcome, Report, Runtime, SegmentSpec, contract_env, run_name,
                                parse_report_line)
 
 _PYTHONS = ("python", "python3")
@@ -118,7 +118,8 @@ class LocalRuntime(Runtime):
         except OSError as e:
             log.close()
             self._unstarted.append(Finished(spec.trial, spec.segment, Outcome.FAILED, None, None,
-                                            f"cannot start {spec.command[0]!r}: {e.strerror or e}"))
+                                            f"cannot start {spec.command[0]!r}: {e.strerror or e}",
+                                            spec.attempt))
             return
         pid_path.write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
         reader = threading.Thread(target=self._read, args=(spec, proc.stdout, log), daemon=True,
@@ -150,7 +151,8 @@ class LocalRuntime(Runtime):
         _signal_group(seg.proc.pid, signal.SIGTERM)
 
     def running(self) -> set[str]:
-        return set(self._segments) | {f.name for f in self._unstarted}
+        return ({s.spec.run_name for s in self._segments.values()}
+                | {run_name(f.name, f.attempt) for f in self._unstarted})
 
     def close(self) -> None:
         """Stop every child: SIGTERM, then SIGKILL after the grace period; wait for them."""
@@ -174,7 +176,7 @@ class LocalRuntime(Runtime):
         for raw in stream:
             parsed = parse_report_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
             if parsed is not None:
-                self._reports.put(Report(spec.trial, spec.segment, *parsed))
+                self._reports.put(Report(spec.trial, spec.segment, *parsed, attempt=spec.attempt))
             else:
                 try:
                     log.write(raw)
@@ -200,14 +202,14 @@ class LocalRuntime(Runtime):
         self._release(seg)
         del self._segments[spec.name]
         if seg.stop_deadline is not None:
-            return Finished(spec.trial, spec.segment, Outcome.STOPPED, rc)
+            return Finished(spec.trial, spec.segment, Outcome.STOPPED, rc, attempt=spec.attempt)
         result = _read_json(seg.result_path)
         if rc == 0:
-            return Finished(spec.trial, spec.segment, Outcome.SUCCEEDED, rc, result)
+            return Finished(spec.trial, spec.segment, Outcome.SUCCEEDED, rc, result, attempt=spec.attempt)
         how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
         last = _last_line(seg.log_path)
         reason = f"{how}: {last} (log: {seg.log_path})" if last else f"{how} (log: {seg.log_path})"
-        return Finished(spec.trial, spec.segment, Outcome.FAILED, rc, result, reason)
+        return Finished(spec.trial, spec.segment, Outcome.FAILED, rc, result, reason, spec.attempt)
 
     def _release(self, seg: _Segment) -> None:
         seg.log.close()

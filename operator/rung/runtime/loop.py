@@ -116,10 +116,10 @@ class StudyLoop:
         live = self.runtime.running()
         for trial in self.running_trials():
             seg = trial.current
-            name = self._spec(trial).name
-            if name in live:   # still running (a pod that outlived the operator): keep polling it
+            spec = self._spec(trial)
+            if spec.run_name in live:   # still running (a pod that outlived the operator): keep polling it
                 if seg.stop_requested:
-                    self.runtime.stop(name)   # the stop may not have gone out before the crash
+                    self.runtime.stop(spec.name)   # the stop may not have gone out before the crash
                 continue
             if seg.stop_requested:  # it was told to stop; there is nothing left to run
                 self._finish_stopped(trial, "stopped by the scheduler")
@@ -145,12 +145,14 @@ class StudyLoop:
             self._save(trial)
 
     def _trial_of(self, event: Report | Finished) -> TrialDoc | None:
-        """The trial an event belongs to, if the event is about its current, running segment."""
+        """The trial an event belongs to, if the event is about the current attempt of its
+        current, running segment (an earlier attempt's news is stale)."""
         index = _index_of(event.trial, self.study.name)
         trial = self.trials.get(index) if index is not None else None
         if trial is None or trial.name != event.trial or trial.state != RUNNING:
             return None
-        return trial if event.segment == len(trial.segments) - 1 else None
+        current = event.segment == len(trial.segments) - 1 and event.attempt == trial.current.restarts
+        return trial if current else None
 
     def _on_report(self, trial: TrialDoc, event: Report) -> None:
         seg = trial.current
