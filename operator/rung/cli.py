@@ -50,8 +50,22 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", metavar="DIR", help="where the PNGs go (default: <results>/plots)")
     rep.set_defaults(func=cmd_report)
 
-    for name, what in (("operator", "the Kubernetes operator"), ("crds", "the CustomResourceDefinitions")):
-        sub.add_parser(name, help=f"{what} (not available yet)").set_defaults(func=_unavailable(name, what))
+    op = sub.add_parser("operator", help="run the Kubernetes operator (kopf) with the current kubeconfig")
+    op.add_argument("--namespace", action="append", metavar="NS",
+                    help="watch only this namespace (repeatable; default: all namespaces)")
+    op.add_argument("--trial-image", default=os.environ.get("RUNG_TRIAL_IMAGE", f"rung-trial:{__version__}"),
+                    help="image for Studies that leave spec.trial.image out (env RUNG_TRIAL_IMAGE; "
+                         "default: %(default)s)")
+    op.add_argument("--checkpoint-root", default=os.environ.get("RUNG_CHECKPOINT_ROOT", DEFAULT_CLUSTER_CHECKPOINTS),
+                    help="checkpoints for Studies that leave spec.checkpoints.uri out (default: %(default)s, "
+                         "a hostPath: one-node clusters only)")
+    op.add_argument("--interval", type=float, default=1.0, help="seconds between polls of a quiet Study")
+    op.add_argument("--verbose", action="store_true")
+    op.set_defaults(func=cmd_operator)
+
+    crds = sub.add_parser("crds", help="print the CustomResourceDefinitions (YAML), or write them to a folder")
+    crds.add_argument("--write", metavar="DIR", help="write one file per kind into DIR (e.g. crds/)")
+    crds.set_defaults(func=cmd_crds)
     return p
 
 
@@ -183,12 +197,42 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
-def _unavailable(command: str, what: str):
-    def run(args) -> int:
-        print(f"error: `rung {command}` ({what}) is not available yet in rung {__version__}; "
-              "use `rung run` to run a Study locally", file=sys.stderr)
-        return EXIT_INPUT
-    return run
+# ---- crds --------------------------------------------------------------------------------
+
+def cmd_crds(args) -> int:
+    from rung.api import crd
+
+    if args.write is None:
+        sys.stdout.write(crd.render_all())
+        return EXIT_OK
+    try:
+        paths = crd.write(args.write)
+    except OSError as e:
+        raise InputError(args.write, f"cannot write the CRDs ({e.strerror})", "give a folder you can write to")
+    for path in paths:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+# ---- operator ----------------------------------------------------------------------------
+
+DEFAULT_CLUSTER_CHECKPOINTS = "file:///var/lib/rung/checkpoints"
+
+
+def cmd_operator(args) -> int:
+    import logging
+
+    import kopf
+
+    from rung.controller import handlers
+    from rung.controller.worker import OperatorConfig
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers.configure(OperatorConfig(args.trial_image, args.checkpoint_root, args.interval))
+    kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or (),
+             liveness_endpoint=None)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -262,13 +262,6 @@ def test_validate(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: spec.algorithm.name: unknown algorithm 'simplex'")
 
 
-@pytest.mark.parametrize("command", ["operator", "crds"])
-def test_placeholders_say_they_are_not_available(command, capsys):
-    assert main([command]) == 2
-    err = capsys.readouterr().err
-    assert "not available yet" in err and err.count("\n") == 1
-
-
 def test_examples_parse_and_build_their_schedulers():
     from rung.api import load_study
     from rung.schedulers import make_scheduler

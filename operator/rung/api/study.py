@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -197,6 +198,52 @@ class Metadata(BaseModel):
                 "use lower-case letters, digits and '-'"
             )
         return v
+
+
+# ---- status: written by the operator, never by users ----------------------------------------
+
+class Condition(_Model):
+    """A standard Kubernetes condition."""
+    type: str = Field(min_length=1)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+
+
+def conditions_field() -> Any:
+    """A `conditions` list: one entry per type, so server-side apply merges them by type."""
+    return Field(default_factory=list,
+                 json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+
+
+class TrialCounts(_Model):
+    total: int = Field(0, ge=0)
+    running: int = Field(0, ge=0)
+    completed: int = Field(0, ge=0)
+    failed: int = Field(0, ge=0)
+    stopped: int = Field(0, ge=0)
+
+
+class TopTrial(_Model):
+    trial: str
+    value: float
+    budget: float
+
+
+class BestTrial(TopTrial):
+    params: dict[str, Choice] = Field(default_factory=dict)
+
+
+class StudyStatus(_Model):
+    """Observed state of a Study: small and bounded (per-trial history lives in the Trials)."""
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Invalid"] = "Pending"
+    trials: TrialCounts = Field(default_factory=TrialCounts)
+    best: BestTrial | None = None
+    top: list[TopTrial] = Field(default_factory=list, max_length=10)
+    elapsed: float = Field(0.0, ge=0, description="Seconds the Study has run.")
+    conditions: list[Condition] = conditions_field()
+    observed_generation: int | None = None
 
 
 class Study(BaseModel):

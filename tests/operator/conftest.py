@@ -1,0 +1,126 @@
+"""The cluster tier: a real Kubernetes (tests/cluster/up, or $KUBECONFIG with
+RUNG_USE_EXISTING_CLUSTER=1), the CRDs, and `rung operator` as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = Path(os.environ.get("RUNG_CLUSTER_DIR", "/tmp/rung-cluster"))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/operator/" in str(item.fspath):
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> str:
+    up = subprocess.run([str(ROOT / "tests/cluster/up")], capture_output=True, text=True, timeout=3600)
+    assert up.returncode == 0, f"tests/cluster/up failed:\n{up.stderr[-4000:]}"
+    path = up.stdout.strip().splitlines()[-1]
+    os.environ["KUBECONFIG"] = path
+    return path
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: str):
+        self.kubeconfig = kubeconfig
+        self.binary = _kubectl()
+
+    def __call__(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60):
+        done = subprocess.run([self.binary, "--kubeconfig", self.kubeconfig, *args], input=input,
+                              capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
+        return done
+
+    def json(self, *args: str):
+        return json.loads(self(*args, "-o", "json").stdout)
+
+    def apply(self, manifest: str, check: bool = True):
+        return self("apply", "-f", "-", input=manifest, check=check)
+
+    def wait_for(self, predicate, timeout: float, what: str, interval: float = 1.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _kubectl() -> str:
+    for candidate in sorted(Path(os.path.expanduser(os.environ.get("RUNG_CACHE", "~/.cache/rung"))).glob(
+            "k8s/*/bin/kubectl")):
+        return str(candidate)
+    return "kubectl"
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig) -> Kubectl:
+    k = Kubectl(kubeconfig)
+    k("apply", "-f", str(ROOT / "crds"))
+    for name in ("studies.rung.dev", "trials.rung.dev", "architecturesearches.rung.dev"):
+        k("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    return k
+
+
+class Operator:
+    """`rung operator` as a real process: start, SIGKILL, start again."""
+
+    def __init__(self, kubeconfig: str, log: Path, checkpoints: str):
+        self.kubeconfig, self.log, self.checkpoints = kubeconfig, log, checkpoints
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        out = open(self.log, "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rung.cli", "operator", "--checkpoint-root", self.checkpoints,
+             "--interval", "0.5"], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def operator(kubectl, tmp_path_factory):
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    op = Operator(kubectl.kubeconfig, log, f"file://{STATE}/checkpoints")
+    op.start()
+    yield op
+    op.stop()
+    print(f"operator log: {log}")
+
+
+@pytest.fixture
+def namespace(kubectl, request):
+    """A namespace of the test's own, deleted afterwards (Studies, Trials, pods with it)."""
+    name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:50].strip("-")
+    kubectl("create", "namespace", name)
+    kubectl.wait_for(lambda: kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+                     60, "the default ServiceAccount")
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)

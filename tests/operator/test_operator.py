@@ -1,0 +1,154 @@
+"""The operator on a real cluster: Studies run as Trials and pods on a real kubelet."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rung.api import parse_study
+from rung.runtime.records import SegmentDoc, TrialDoc
+from rung.schedulers import make_scheduler
+from rung.controller.records import segment_from_status
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def manifest(namespace: str, name: str, **spec_changes) -> str:
+    doc = yaml.safe_load((ROOT / "examples/asha-cluster.yaml").read_text())
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    for path, value in spec_changes.items():   # e.g. limits__maxTrials=9
+        node = doc["spec"]
+        *parents, last = path.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return yaml.safe_dump(doc)
+
+
+def study(kubectl, ns, name):
+    return kubectl.json("get", "study", name, "-n", ns)
+
+
+def phase_is(kubectl, ns, name, *phases):
+    return lambda: (study(kubectl, ns, name).get("status") or {}).get("phase") in phases
+
+
+def trials(kubectl, ns, name):
+    return kubectl.json("get", "trials", "-n", ns, "-l", f"rung.dev/study={name}")["items"]
+
+
+def pods(kubectl, ns, name):
+    return kubectl.json("get", "pods", "-n", ns, "-l", f"rung.dev/study={name}")["items"]
+
+
+def condition(obj, type_):
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
+
+
+def test_asha_study_runs_to_success_and_is_garbage_collected(kubectl, operator, namespace):
+    kubectl.apply(manifest(namespace, "digits"))
+    kubectl.wait_for(phase_is(kubectl, namespace, "digits", "Succeeded", "Failed"), 900, "the Study to end")
+    s = study(kubectl, namespace, "digits")
+    status = s["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["trials"]["completed"] == status["trials"]["total"] == 20
+    assert status["best"]["trial"].startswith("digits-") and 0 < status["best"]["value"] < 3
+    assert set(status["best"]["params"]) == {"lr", "hidden", "activation"}
+    assert condition(s, "Succeeded")["status"] == "True"
+    # the printer columns
+    table = kubectl("get", "studies", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "PHASE", "BEST", "COMPLETED", "RUNNING", "AGE"]
+    assert table[1].split()[:2] == ["digits", "Succeeded"] and table[1].split()[3] == "20"
+    # real containers on the real kubelet, on the operator's default image (the spec has none)
+    ps = pods(kubectl, namespace, "digits")
+    assert len(ps) >= 20 + 6
+    for p in ps:
+        assert p["status"]["phase"] == "Succeeded"
+        cs = p["status"]["containerStatuses"][0]
+        assert cs["state"]["terminated"]["exitCode"] == 0 and cs["containerID"].startswith("containerd://")
+        assert p["spec"]["containers"][0]["image"].endswith("rung-trial:0.1.0")
+    ts = trials(kubectl, namespace, "digits")
+    assert len(ts) == 20
+    promoted = [t for t in ts if len(t["status"]["segments"]) > 1]
+    assert promoted and all(s["resumeFrom"] is not None for t in promoted for s in t["status"]["segments"][1:])
+    # owner references: Study -> Trial -> Pod, so deleting the Study removes everything
+    assert all(t["metadata"]["ownerReferences"][0]["kind"] == "Study" for t in ts)
+    assert all(p["metadata"]["ownerReferences"][0]["kind"] == "Trial" for p in ps)
+    kubectl("delete", "study", "digits", "-n", namespace)
+    kubectl.wait_for(lambda: not trials(kubectl, namespace, "digits") and not pods(kubectl, namespace, "digits"),
+                     120, "garbage collection of Trials and pods")
+
+
+def test_operator_killed_three_times_loses_and_duplicates_nothing(kubectl, operator, namespace):
+    kubectl.apply(manifest(namespace, "chaos"))
+    rnd = random.Random(5)
+    for _ in range(3):
+        time.sleep(rnd.uniform(4, 12))
+        operator.kill()
+        time.sleep(rnd.uniform(0, 2))
+        operator.start()
+    kubectl.wait_for(phase_is(kubectl, namespace, "chaos", "Succeeded", "Failed"), 900, "the Study to end")
+    s = study(kubectl, namespace, "chaos")
+    assert s["status"]["phase"] == "Succeeded", s["status"]
+    ts = trials(kubectl, namespace, "chaos")
+    assert sorted(t["spec"]["index"] for t in ts) == list(range(20))        # none lost, none twice
+    ps = pods(kubectl, namespace, "chaos")
+    succeeded = Counter((p["metadata"]["labels"]["rung.dev/trial"], p["metadata"]["labels"]["rung.dev/segment"])
+                        for p in ps if p["status"]["phase"] == "Succeeded")
+    assert succeeded and max(succeeded.values()) == 1                        # no segment ran twice
+    for t in ts:
+        segments = t["status"]["segments"]
+        assert all(seg["status"] == "completed" for seg in segments)
+        assert len(succeeded) and all(succeeded[(t["metadata"]["name"], str(i))] == 1 for i in range(len(segments)))
+    # exactly the trials the decisions called for: the scheduler rebuilt from the Trials is done
+    scheduler = make_scheduler(parse_study(s))
+    scheduler.restore([TrialDoc(t["spec"]["index"], t["metadata"]["name"], t["spec"]["params"],
+                                [segment_from_status(x) for x in t["status"]["segments"]]).to_scheduler()
+                       for t in ts])
+    assert scheduler.finished() and scheduler.ask() is None
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("searchSpace__lr__low", "abc", "spec.searchSpace.lr.low"),
+    ("limits__maxTrials", "many", "spec.limits.maxTrials"),
+])
+def test_wrong_types_are_refused_by_the_api_server(kubectl, namespace, field, value, needle):
+    done = kubectl.apply(manifest(namespace, "typo", **{field: value}), check=False)
+    assert done.returncode != 0 and needle in done.stderr
+    assert kubectl("get", "study", "typo", "-n", namespace, check=False).returncode != 0
+
+
+@pytest.mark.parametrize("changes,needle", [
+    ({"searchSpace__lr__low": 0.5, "searchSpace__lr__high": 0.1}, "spec.searchSpace.lr: low (0.5) is above high"),
+    ({"algorithm__name": "asah"}, "spec.algorithm.name: unknown algorithm 'asah'"),
+])
+def test_semantic_errors_set_invalid_and_start_nothing(kubectl, operator, namespace, changes, needle):
+    kubectl.apply(manifest(namespace, "bad", **changes))
+    kubectl.wait_for(phase_is(kubectl, namespace, "bad", "Invalid"), 120, "phase Invalid")
+    cond = condition(study(kubectl, namespace, "bad"), "Invalid")
+    assert cond["status"] == "True" and needle in cond["message"]
+    time.sleep(3)
+    assert not trials(kubectl, namespace, "bad") and not pods(kubectl, namespace, "bad")
+
+
+@pytest.mark.parametrize("changes,reason", [
+    ({"trial__image": "rung-missing-image:0.0"}, "ErrImage"),
+    ({"trial__command": ["python", "-c", "import sys; sys.exit(3)"]}, "exited with code 3"),
+])
+def test_failing_trials_fail_the_study_at_the_limit(kubectl, operator, namespace, changes, reason):
+    kubectl.apply(manifest(namespace, "failing", limits__maxFailedTrials=1, limits__parallelism=2, **changes))
+    kubectl.wait_for(phase_is(kubectl, namespace, "failing", "Failed", "Succeeded"), 300, "the Study to end")
+    s = study(kubectl, namespace, "failing")
+    assert s["status"]["phase"] == "Failed"
+    cond = condition(s, "Failed")
+    assert cond["status"] == "True" and cond["reason"] == "TooManyFailedTrials" and "maxFailedTrials" in cond["message"]
+    failed = [t for t in trials(kubectl, namespace, "failing") if t["status"]["phase"] == "Failed"]
+    assert len(failed) >= 2
+    assert all(reason in t["status"]["segments"][-1]["reason"] for t in failed)
+    events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=failing")
+    assert {"TrialFailed", "StudyFailed"} <= {e["reason"] for e in events["items"]}
