@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from dataclasses import asdict, fields
 
 from kubernetes.client import ApiException, CustomObjectsApi
@@ -43,6 +44,8 @@ def owner_reference(kind: str, body: dict) -> dict:
 
 def segment_to_status(seg: SegmentDoc) -> dict:
     doc = {_SEGMENT_KEYS[k]: v for k, v in asdict(seg).items() if v is not None}
+    # JSON has no inf/nan (a diverged metric): the API server would refuse the whole status
+    doc["metrics"] = {k: v for k, v in seg.metrics.items() if not isinstance(v, float) or math.isfinite(v)}
     if len(seg.curve) > MAX_CURVE:   # keep the start and the most recent points
         doc["curve"] = seg.curve[: MAX_CURVE // 2] + seg.curve[-MAX_CURVE // 2:]
     return doc
