@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,17 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def kubeconfig() -> str:
+def kubeconfig():
+    """The cluster: started (and built, the first time) by tests/cluster/up; stopped again
+    afterwards unless it was already up (RUNG_KEEP_CLUSTER=1 keeps it for the next run)."""
+    was_up = (STATE / "admin.kubeconfig").exists() or os.environ.get("RUNG_USE_EXISTING_CLUSTER") == "1"
     up = subprocess.run([str(ROOT / "tests/cluster/up")], capture_output=True, text=True, timeout=3600)
     assert up.returncode == 0, f"tests/cluster/up failed:\n{up.stderr[-4000:]}"
     path = up.stdout.strip().splitlines()[-1]
     os.environ["KUBECONFIG"] = path
-    return path
+    yield path
+    if not was_up and os.environ.get("RUNG_KEEP_CLUSTER") != "1":
+        subprocess.run([str(ROOT / "tests/cluster/down")], capture_output=True, timeout=600)
 
 
 class Kubectl:
@@ -118,7 +124,8 @@ def operator(kubectl, tmp_path_factory):
 @pytest.fixture
 def namespace(kubectl, request):
     """A namespace of the test's own, deleted afterwards (Studies, Trials, pods with it)."""
-    name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:50].strip("-")
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower().removeprefix("test_"))[:40]
+    name = f"{base.strip('-')}-{uuid.uuid4().hex[:6]}"   # unique: an earlier run's may still be terminating
     kubectl("create", "namespace", name)
     kubectl.wait_for(lambda: kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
                      60, "the default ServiceAccount")

@@ -88,7 +88,8 @@ def test_operator_killed_three_times_loses_and_duplicates_nothing(kubectl, opera
     kubectl.apply(manifest(namespace, "chaos"))
     rnd = random.Random(5)
     for _ in range(3):
-        time.sleep(rnd.uniform(4, 12))
+        time.sleep(rnd.uniform(2, 6))
+        assert (study(kubectl, namespace, "chaos").get("status") or {}).get("phase") in (None, "Running")
         operator.kill()
         time.sleep(rnd.uniform(0, 2))
         operator.start()
