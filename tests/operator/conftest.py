@@ -26,10 +26,14 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def kubeconfig():
-    """The cluster: started (and built, the first time) by tests/cluster/up; stopped again
-    afterwards unless it was already up (RUNG_KEEP_CLUSTER=1 keeps it for the next run)."""
-    was_up = (STATE / "admin.kubeconfig").exists() or os.environ.get("RUNG_USE_EXISTING_CLUSTER") == "1"
-    up = subprocess.run([str(ROOT / "tests/cluster/up")], capture_output=True, text=True, timeout=3600)
+    """The cluster $KUBECONFIG points at (kind, a cloud cluster: nothing is built), or else
+    the one tests/cluster/up builds and starts; that one is stopped again afterwards unless
+    it was already up (RUNG_KEEP_CLUSTER=1 keeps it for the next run)."""
+    env = dict(os.environ)
+    if env.get("KUBECONFIG") and env.get("RUNG_USE_EXISTING_CLUSTER") != "0":
+        env["RUNG_USE_EXISTING_CLUSTER"] = "1"
+    was_up = (STATE / "admin.kubeconfig").exists() or env.get("RUNG_USE_EXISTING_CLUSTER") == "1"
+    up = subprocess.run([str(ROOT / "tests/cluster/up")], capture_output=True, text=True, timeout=3600, env=env)
     assert up.returncode == 0, f"tests/cluster/up failed:\n{up.stderr[-4000:]}"
     path = up.stdout.strip().splitlines()[-1]
     os.environ["KUBECONFIG"] = path
