@@ -122,9 +122,8 @@ def test_bad_keys_are_refused(store, prefix, files):
 
 def test_uris(tmp_path):
     assert isinstance(open_store(tmp_path.as_uri()), FileStore)
-    with pytest.raises(InputError, match="s3:// checkpoint stores are not implemented"):
-        open_store("s3://bucket/prefix")
-    for bad in ("http://x/y", "file://relative/path", "/no/scheme"):
+    assert repr(open_store("s3://bucket/prefix")) == "S3Store('s3://bucket/prefix')"  # no network
+    for bad in ("http://x/y", "file://relative/path", "/no/scheme", "s3://Bad_Bucket/x", "s3://bucket/../x"):
         with pytest.raises(InputError, match="checkpoints.uri"):
             open_store(bad)
 

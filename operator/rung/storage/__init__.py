@@ -1,9 +1,10 @@
-"""Checkpoint stores behind one interface: file:// now, s3:// (boto3) next.
+"""Checkpoint stores behind one interface: file:// and s3:// (boto3, see s3.py).
 
 Layout: `<root>/<namespace>/<study>/<trial>/<step>/` holding the checkpoint's files and,
 written last, MANIFEST.json. A trial receives its own prefix as one URI
-(RUNG_CHECKPOINT_URI, e.g. file:///data/ckpt/default/mlp/mlp-3); `split_trial_uri`
-turns that back into (store, key_prefix).
+(RUNG_CHECKPOINT_URI, e.g. file:///data/ckpt/default/mlp/mlp-3 or
+s3://bucket/ckpt/default/mlp/mlp-3); `split_trial_uri` turns that back into
+(store, key_prefix).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 from urllib.parse import quote, unquote, urlsplit
 
 from rung.errors import InputError
-from rung.storage.base import CheckpointStore, format_step, parse_step
+from rung.storage.base import CheckpointStore, StoreUnavailable, format_step, parse_step
 from rung.storage.file import FileStore
+from rung.storage.s3 import S3Store, parse_s3_uri  # boto3 itself is imported on first use
 
-__all__ = ["CheckpointStore", "FileStore", "open_store", "split_trial_uri", "trial_uri",
-           "format_step", "parse_step"]
+__all__ = ["CheckpointStore", "FileStore", "S3Store", "StoreUnavailable", "open_store",
+           "split_trial_uri", "trial_uri", "format_step", "parse_step"]
 
 _FIELD = "spec.checkpoints.uri"
 
@@ -30,18 +32,16 @@ def _file_path(uri: str) -> str:
 
 def _scheme(uri: str) -> str:
     scheme = urlsplit(str(uri)).scheme.lower()
-    if scheme == "file":
+    if scheme in ("file", "s3"):
         return scheme
-    if scheme == "s3":
-        raise InputError(_FIELD, f"{uri!r}: s3:// checkpoint stores are not implemented yet",
-                         "use a file:///absolute/path URI for now")
     raise InputError(_FIELD, f"{uri!r} has no supported scheme",
-                     "use file:///absolute/path (s3://bucket/prefix is coming)")
+                     "use file:///absolute/path or s3://bucket/prefix")
 
 
 def open_store(uri: str) -> CheckpointStore:
-    """The store rooted at `uri` (file:///abs/path)."""
-    _scheme(uri)
+    """The store rooted at `uri` (file:///abs/path or s3://bucket/prefix)."""
+    if _scheme(uri) == "s3":
+        return S3Store(*parse_s3_uri(uri))
     return FileStore(_file_path(uri))
 
 
@@ -55,7 +55,13 @@ def trial_uri(root_uri: str, namespace: str, study: str, trial: str) -> str:
 
 def split_trial_uri(uri: str) -> tuple[CheckpointStore, str]:
     """(store, key_prefix) for a trial URI: the store is rooted one level above the trial."""
-    _scheme(uri)
+    if _scheme(uri) == "s3":
+        bucket, prefix = parse_s3_uri(uri)
+        parent, _, name = prefix.rpartition("/")
+        if not name:
+            raise InputError("RUNG_CHECKPOINT_URI", f"{uri!r} names no trial folder",
+                             "pass s3://bucket/<root>/<namespace>/<study>/<trial>")
+        return S3Store(bucket, parent), name
     path = _file_path(uri)
     parent, _, name = path.rpartition("/")
     if not name:

@@ -6,7 +6,7 @@ checkpoint cut short by a crash or preemption is never resumed, and a file that 
 later fails its checksum and is skipped for the previous sealed step.
 
 The algorithm lives here once; a store only supplies five primitives on keys
-("a/b/c" paths below its root). The s3:// store will implement the same five.
+("a/b/c" paths below its root); file.py and s3.py implement the same five.
 """
 
 from __future__ import annotations
@@ -16,11 +16,22 @@ import json
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from rung.errors import InputError
 
 MANIFEST = "MANIFEST.json"
 FORMAT = 1
+
+
+class StoreUnavailable(InputError):
+    """The store cannot be used as configured or reached (missing bucket, refused
+    credentials, endpoint down after retries). `transient` is True when the same call may
+    succeed later (the endpoint was unreachable), False when a setting must change."""
+
+    def __init__(self, field: str, problem: str, fix: str = "", transient: bool = False):
+        super().__init__(field, problem, fix)
+        self.transient = transient
 
 
 def format_step(step: float) -> str:
@@ -147,6 +158,52 @@ class CheckpointStore(ABC):
     def delete(self, key_prefix: str) -> None:
         """Remove every checkpoint under key_prefix (a trial's, or a whole study's)."""
         self._remove_tree(check_prefix(key_prefix))
+
+    def delete_study(self, key_prefix: str) -> None:
+        """Remove a whole study's checkpoints (<namespace>/<study>); refuses shorter
+        prefixes, so a slip can never empty a namespace or the whole root."""
+        prefix = check_prefix(key_prefix)
+        if prefix.count("/") < 1:
+            raise InputError("key_prefix", f"{key_prefix!r} is not <namespace>/<study>",
+                             "pass the study's prefix, e.g. default/mlp")
+        self._remove_tree(prefix)
+
+    def prune(self, key_prefix: str, keep_latest: int = 1, keep_best: int = 0,
+              loss_of: Callable[[str, float], float | None] | None = None,
+              verify: bool = True) -> list[float]:
+        """Retention for one trial: keep its `keep_latest` newest sealed checkpoints and the
+        `keep_best` sealed ones with the lowest `loss_of(key_prefix, step)` (None: unranked);
+        remove every other step below the newest kept one. Returns the removed steps.
+
+        With `verify`, "newest" counts only checkpoints that load intact, so a damaged newest
+        one never costs the one a resume would fall back to. Steps above the newest kept one
+        (unsealed: possibly being written) are left alone; still, prune a trial only while
+        none of its segments runs."""
+        prefix = check_prefix(key_prefix)
+        sealed = self.list_steps(prefix)
+        latest: list[float] = []
+        for step in reversed(sealed):
+            if len(latest) >= keep_latest:
+                break
+            if not verify or self._load(f"{prefix}/{format_step(step)}", step) is not None:
+                latest.append(step)
+        if not latest:  # nothing resumable: removing anything could only lose data
+            return []
+        ranked = [(loss, s) for s in sealed
+                  if loss_of is not None and (loss := loss_of(prefix, s)) is not None
+                  and math.isfinite(loss)]
+        keep = set(latest) | {s for _, s in sorted(ranked)[:max(keep_best, 0)]}
+        removed = []
+        for name in self._children(prefix):
+            step = parse_step(name)
+            if step is None or step in keep or step > max(latest):
+                continue
+            # Unseal first: a prune cut short leaves an unsealed folder, never a sealed
+            # checkpoint with files missing.
+            self._remove(f"{prefix}/{name}/{MANIFEST}")
+            self._remove_tree(f"{prefix}/{name}")
+            removed.append(step)
+        return sorted(removed)
 
     def _load(self, base: str, step: float) -> dict[str, bytes] | None:
         table = parse_manifest(self._get(f"{base}/{MANIFEST}"), step)
