@@ -313,3 +313,17 @@ def test_interrupt_leaves_running_segments_resumable():
     assert records.status["state"] == INTERRUPTED and runtime.live == {}
     assert any(t.state == "running" for t in records.load())
     assert drive(make_loop(st, FakeRuntime(), records)) == SUCCEEDED
+
+
+def test_a_closed_gate_starts_nothing_and_the_study_goes_on_when_it_opens():
+    st = study(max_trials=4, parallelism=2)
+    runtime, records = FakeRuntime(), MemoryRecords()
+    why = ["checkpoint store unreachable: connection refused"]
+    loop = make_loop(st, runtime, records, gate=lambda: why[0])
+    for _ in range(5):
+        assert loop.step() is True                  # waiting, neither failed nor finished
+    assert runtime.started == [] and records.load() == []
+    assert records.status["held"] == why[0] and records.status["state"] == "running"
+    why[0] = ""
+    assert drive(loop) == SUCCEEDED
+    assert len(runtime.started) == 4 and records.status["held"] == ""

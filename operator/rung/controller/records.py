@@ -146,7 +146,7 @@ class TrialRecords(RecordStore):
                 "params": best.trial.config},
             "top": [{"trial": t.name, "value": summary.metric(loss), "budget": budget}
                     for t, budget, loss in top_trials(summary, TOP_K)],
-            "conditions": self._conditions(phase, status.get("reason", "")),
+            "conditions": self._conditions(phase, status.get("reason", ""), status.get("held", "")),
         }
         self.patch_study_status(patch)
         if phase != (self.body.get("status") or {}).get("phase"):
@@ -158,33 +158,39 @@ class TrialRecords(RecordStore):
                            f"({best.trial.name})")
         self.body.setdefault("status", {}).update(patch)
 
-    def _conditions(self, phase: str, reason: str) -> list[dict]:
+    def _conditions(self, phase: str, reason: str, held: str) -> list[dict]:
         wanted = {
             "Running": ("Running", "TrialsRunning", "trials are running"),
             "Succeeded": ("Succeeded", "AllTrialsDone", "every trial the algorithm asked for is done"),
             "Failed": ("Failed", "TooManyFailedTrials", reason),
         }[phase]
-        return set_condition((self.body.get("status") or {}).get("conditions") or [], *wanted,
-                             others_false=("Running", "Succeeded", "Failed", "Invalid"))
+        conditions = set_condition((self.body.get("status") or {}).get("conditions") or [], *wanted,
+                                   others_false=("Running", "Succeeded", "Failed", "Invalid"))
+        if held or any(c["type"] == "CheckpointStoreReady" for c in conditions):
+            conditions = upsert_condition(conditions, "CheckpointStoreReady", "False" if held else "True",
+                                          "StoreUnavailable" if held else "StoreReachable",
+                                          held or "the checkpoint store answers")
+        return conditions
 
     def patch_study_status(self, patch: dict) -> None:
         self.api.patch_namespaced_custom_object_status(
             GROUP, VERSION, self.namespace, "studies", self.name, {"status": patch})
 
 
+def upsert_condition(conditions: list[dict], type_: str, status: str, reason: str, message: str) -> list[dict]:
+    """`conditions` with `type_` set; its transition time moves only when its status changes."""
+    prev = next((c for c in conditions if c["type"] == type_), None)
+    changed = prev is None or prev.get("status") != status
+    new = {"type": type_, "status": status, "reason": reason, "message": message,
+           "lastTransitionTime": now() if changed else prev.get("lastTransitionTime", now())}
+    return [c for c in conditions if c["type"] != type_] + [new]
+
+
 def set_condition(conditions: list[dict], type_: str, reason: str, message: str,
                   others_false: tuple[str, ...] = ()) -> list[dict]:
-    """Conditions with `type_` True (and `others_false` False), keeping transition times that did not change."""
-    old = {c["type"]: c for c in conditions}
-    out = []
-    for t in dict.fromkeys((type_, *others_false)):
-        status = "True" if t == type_ else "False"
-        prev = old.get(t)
-        if t != type_ and prev is None:
-            continue
-        changed = prev is None or prev.get("status") != status
-        out.append({"type": t, "status": status,
-                    "reason": reason if t == type_ else (prev or {}).get("reason", "NotActive"),
-                    "message": message if t == type_ else (prev or {}).get("message", ""),
-                    "lastTransitionTime": now() if changed else prev.get("lastTransitionTime", now())})
-    return out
+    """`type_` True, and those of `others_false` that are present False."""
+    for t in others_false:
+        prev = next((c for c in conditions if c["type"] == t), None)
+        if t != type_ and prev is not None:
+            conditions = upsert_condition(conditions, t, "False", prev.get("reason", ""), prev.get("message", ""))
+    return upsert_condition(conditions, type_, "True", reason, message)

@@ -93,6 +93,7 @@ class StudyWorker:
             client.CoreV1Api(api), study.metadata.namespace, study.name,
             image=study.spec.trial.image or self.config.trial_image, owner=records.trial_owner,
             resources=study.spec.trial.resources, volumes=checkpoint_volumes(root),
+            secret_env=study.spec.checkpoints.secret_ref,
             live_reports=needs_live_reports(scheduler))
         loop = StudyLoop(study, scheduler, runtime, records, checkpoint_root=root)
         if (self.body.get("status") or {}).get("phase") not in ("Running", *TERMINAL):

@@ -35,13 +35,16 @@ _LOST_REASONS = {"Evicted", "Preempting", "Shutdown", "NodeShutdown", "NodeLost"
 class KubernetesRuntime(Runtime):
     def __init__(self, core: CoreV1Api, namespace: str, study: str, *, image: str,
                  owner: Callable[[str], dict | None], resources: dict[str, str] | None = None,
-                 volumes: list[tuple[dict, dict]] = (), live_reports: bool = False,
-                 stop_grace: int = 5):
+                 volumes: list[tuple[dict, dict]] = (), secret_env: str | None = None,
+                 live_reports: bool = False, stop_grace: int = 5):
         """`owner(trial_name)` gives the ownerReference of a trial's pods; `volumes` are
         (volume, mount) pairs every trial pod gets (e.g. a hostPath for file:// checkpoints);
+        `secret_env` names a Secret whose keys become environment variables (the object
+        store's endpoint and credentials: never written into a spec or status);
         `live_reports` reads running pods' logs each poll (only stop-based schedulers need it)."""
         self.core, self.namespace, self.study, self.image = core, namespace, study, image
         self.owner, self.resources, self.volumes = owner, resources or {}, list(volumes)
+        self.secret_env = secret_env
         self.live_reports, self.stop_grace = live_reports, stop_grace
         self._specs: dict[str, SegmentSpec] = {}      # run name -> spec, for pods started by us
         self._failed_starts: list[Finished] = []
@@ -125,6 +128,8 @@ class KubernetesRuntime(Runtime):
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": [m for _, m in self.volumes],
         }
+        if self.secret_env:
+            container["envFrom"] = [{"secretRef": {"name": self.secret_env}}]
         if self.resources:
             container["resources"] = {"requests": dict(self.resources),
                                       "limits": {k: v for k, v in self.resources.items() if k == "memory"}}

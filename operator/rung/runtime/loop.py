@@ -29,7 +29,10 @@ STUDY_RUNNING, SUCCEEDED, FAILED_STUDY, INTERRUPTED = "running", "succeeded", "f
 class StudyLoop:
     def __init__(self, study: Study, scheduler: Scheduler, runtime: Runtime, records: RecordStore, *,
                  checkpoint_root: str | None = None, parallelism: int | None = None,
+                 gate: Callable[[], str] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+        """`gate()`, asked before new segments start, returns "" when they may, else why not
+        (e.g. the checkpoint store is unreachable): nothing starts, and the Study waits."""
         self.study, self.scheduler, self.runtime, self.records = study, scheduler, runtime, records
         self.checkpoint_root = checkpoint_root or study.spec.checkpoints.uri
         if not self.checkpoint_root:
@@ -39,6 +42,7 @@ class StudyLoop:
         self.sign = 1.0 if study.minimize else -1.0   # loss = sign * metric, always minimised
         self.trials: dict[int, TrialDoc] = {}
         self.state, self.reason = STUDY_RUNNING, ""
+        self.gate, self.held = gate, ""
         self._restored = False
         self._changed = False   # records or state changed since status.json was written
         self._t0 = 0.0
@@ -59,7 +63,7 @@ class StudyLoop:
         failed = self.failed_trials()
         if failed > self.study.spec.limits.max_failed_trials:
             self._fail_study(failed)
-        else:
+        elif self._may_launch():
             self._launch()
             if not self.running_trials():
                 if self.scheduler.finished():
@@ -223,6 +227,14 @@ class StudyLoop:
         seg.ended, seg.elapsed = self.wall(), self.elapsed()
 
     # ---- decisions --------------------------------------------------------------------
+    def _may_launch(self) -> bool:
+        if self.gate is None or len(self.running_trials()) >= self.parallelism:
+            return True
+        held = self.gate()
+        if held != self.held:
+            self.held, self._changed = held, True
+        return not held
+
     def _launch(self) -> None:
         while len(self.running_trials()) < self.parallelism:
             decision = self.scheduler.ask()
@@ -264,7 +276,8 @@ class StudyLoop:
 
     def _save_status(self) -> None:
         self._changed = False
-        self.records.save_status({"state": self.state, "reason": self.reason, "elapsed": self.elapsed(),
+        self.records.save_status({"state": self.state, "reason": self.reason, "held": self.held,
+                                  "elapsed": self.elapsed(),
                                   "updated": self.wall()})
 
 
