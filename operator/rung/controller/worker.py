@@ -8,8 +8,10 @@ started again by the next Study event; all it knew is in the Trial objects.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from kubernetes import client, config as kube_config
@@ -58,6 +60,43 @@ def checkpoint_volumes(root: str) -> list[tuple[dict, dict]]:
              {"name": "rung-checkpoints", "mountPath": path})]
 
 
+class StoreGate:
+    """Before new segments start: is the Study's s3:// store usable with the credentials of
+    its Secret? Checked at most every `every` seconds; "" when it is, else why not."""
+
+    def __init__(self, core: client.CoreV1Api, namespace: str, uri: str, secret: str | None, every: float = 5.0):
+        self.core, self.namespace, self.uri, self.secret, self.every = core, namespace, uri, secret, every
+        self._last, self._answer = -1e9, ""
+
+    def __call__(self) -> str:
+        if time.monotonic() - self._last < self.every:
+            return self._answer
+        self._last = time.monotonic()
+        self._answer = self._probe()
+        return self._answer
+
+    def _probe(self) -> str:
+        from rung.storage.base import StoreUnavailable
+        from rung.storage.s3 import S3Store, parse_s3_uri
+
+        env = {}
+        if self.secret:
+            try:
+                data = self.core.read_namespaced_secret(self.secret, self.namespace).data or {}
+            except client.ApiException as e:
+                if e.status == 404:
+                    return (f"spec.checkpoints.secretRef: Secret {self.secret!r} does not exist in namespace "
+                            f"{self.namespace!r}; create it (endpoint and credentials)")
+                return f"spec.checkpoints.secretRef: cannot read Secret {self.secret!r}: {e.reason}"
+            env = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        try:
+            bucket, prefix = parse_s3_uri(self.uri)
+            S3Store(bucket, prefix, env=env, max_attempts=2).check()
+        except StoreUnavailable as e:
+            return e.line()
+        return ""
+
+
 class StudyWorker:
     def __init__(self, body: dict, config: OperatorConfig):
         self.body, self.config = body, config
@@ -95,7 +134,9 @@ class StudyWorker:
             resources=study.spec.trial.resources, volumes=checkpoint_volumes(root),
             secret_env=study.spec.checkpoints.secret_ref,
             live_reports=needs_live_reports(scheduler))
-        loop = StudyLoop(study, scheduler, runtime, records, checkpoint_root=root)
+        gate = (StoreGate(client.CoreV1Api(api), study.metadata.namespace, root, study.spec.checkpoints.secret_ref)
+                if root.startswith("s3://") else None)
+        loop = StudyLoop(study, scheduler, runtime, records, checkpoint_root=root, gate=gate)
         if (self.body.get("status") or {}).get("phase") not in ("Running", *TERMINAL):
             post_event(api, self.body, "Normal", "Started",
                        f"{study.spec.algorithm.name}: up to {study.spec.limits.max_trials} trials, "

@@ -123,6 +123,10 @@ class CheckpointStore(ABC):
         """Remove everything under prefix; missing is fine."""
 
     # --- the interface ---------------------------------------------------------------
+    def check(self) -> None:
+        """Raise StoreUnavailable when the store cannot be used now (a remote store probes
+        its endpoint, bucket and credentials; a local folder has nothing to probe)."""
+
     def save(self, key_prefix: str, step: float, files: dict[str, bytes]) -> None:
         """Write `files` as the checkpoint at `step`, then seal it."""
         base = f"{check_prefix(key_prefix)}/{format_step(step)}"
