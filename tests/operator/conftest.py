@@ -90,8 +90,8 @@ def kubectl(kubeconfig) -> Kubectl:
 class Operator:
     """`rung operator` as a real process: start, SIGKILL, start again."""
 
-    def __init__(self, kubeconfig: str, log: Path, checkpoints: str):
-        self.kubeconfig, self.log, self.checkpoints = kubeconfig, log, checkpoints
+    def __init__(self, kubeconfig: str, log: Path, checkpoints: str, namespace: str):
+        self.kubeconfig, self.log, self.checkpoints, self.namespace = kubeconfig, log, checkpoints, namespace
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -99,7 +99,7 @@ class Operator:
         out = open(self.log, "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rung.cli", "operator", "--checkpoint-root", self.checkpoints,
-             "--interval", "0.5"], env=env, stdout=out, stderr=subprocess.STDOUT)
+             "--interval", "0.5", "--namespace", self.namespace], env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -116,9 +116,10 @@ class Operator:
 
 
 @pytest.fixture
-def operator(kubectl, tmp_path_factory):
+def operator(kubectl, namespace, tmp_path_factory):
+    """An operator watching only the test's namespace: runs of the suite never share Studies."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = Operator(kubectl.kubeconfig, log, f"file://{STATE}/checkpoints")
+    op = Operator(kubectl.kubeconfig, log, f"file://{STATE}/checkpoints", namespace)
     op.start()
     yield op
     op.stop()

@@ -53,12 +53,12 @@ def condition(obj, type_):
 
 def test_s3_checkpoints_and_a_preempted_pod_resumes(kubectl, operator, namespace):
     copy_secret(kubectl, namespace)
-    kubectl.apply(s3_study(namespace, "ckpt"))
+    kubectl.apply(s3_study(namespace, "ckpt", sleep=1.0))
     # preempt: delete a pod that has trained a few steps
     victim = kubectl.wait_for(lambda: next((p["metadata"]["name"] for p in kubectl.json(
         "get", "pods", "-n", namespace, "-l", "rung.dev/study=ckpt")["items"]
-        if p["status"].get("phase") == "Running"), None), 120, "a running trial pod")
-    time.sleep(2)
+        if p["status"].get("phase") == "Running"), None), 120, "a running trial pod", interval=0.2)
+    time.sleep(0.5)                                   # mid-segment: each step takes 1 s
     kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
     kubectl.wait_for(lambda: (get(kubectl, namespace, "study", "ckpt").get("status") or {}).get("phase")
                      in ("Succeeded", "Failed"), 600, "the Study to end")
@@ -91,3 +91,67 @@ def test_a_missing_secret_holds_the_study_until_it_exists(kubectl, operator, nam
     kubectl.wait_for(lambda: (get(kubectl, namespace, "study", "held").get("status") or {}).get("phase")
                      == "Succeeded", 300, "the Study to go on by itself and succeed")
     assert condition(get(kubectl, namespace, "study", "held"), "CheckpointStoreReady")["status"] == "True"
+
+
+def test_chaos_evictions_deletions_and_operator_kills(kubectl, operator, namespace):
+    """30 ASHA trials while pods are evicted or deleted every few seconds and the operator
+    is killed twice: the Study completes and every result is what an undisturbed run gets."""
+    import random
+
+    from kubernetes import client, config
+
+    config.load_kube_config(kubectl.kubeconfig)
+    core = client.CoreV1Api()
+    copy_secret(kubectl, namespace)
+    kubectl.apply(s3_study(namespace, "chaos", trials=30, sleep=0.5))
+    rnd, disruptions, kills = random.Random(11), [], 0
+
+    def phase():
+        return (get(kubectl, namespace, "study", "chaos").get("status") or {}).get("phase")
+
+    deadline = time.monotonic() + 900
+    while phase() not in ("Succeeded", "Failed") and time.monotonic() < deadline:
+        time.sleep(rnd.uniform(4, 8))
+        running = [p.metadata.name for p in core.list_namespaced_pod(namespace, label_selector="rung.dev/study=chaos").items
+                   if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+        if running:
+            victim = rnd.choice(running)
+            how = rnd.choice(["evict", "delete"])
+            try:
+                if how == "evict":
+                    core.create_namespaced_pod_eviction(victim, namespace, client.V1Eviction(
+                        metadata=client.V1ObjectMeta(name=victim, namespace=namespace)))
+                else:
+                    core.delete_namespaced_pod(victim, namespace)
+                disruptions.append((how, victim))
+            except client.ApiException as e:
+                assert e.status in (404, 409, 429), e     # it ended meanwhile
+        if kills < 2 and len(disruptions) in (2, 5):
+            operator.kill()
+            operator.start()
+            kills += 1
+    study = get(kubectl, namespace, "study", "chaos")
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    assert kills == 2 and len(disruptions) >= 4
+    trials = kubectl.json("get", "trials", "-n", namespace, "-l", "rung.dev/study=chaos")["items"]
+    assert sorted(t["spec"]["index"] for t in trials) == list(range(30))
+    assert study["status"]["trials"]["failed"] == 0
+    segments = [s for t in trials for s in t["status"]["segments"]]
+    for t in trials:
+        for seg in t["status"]["segments"]:
+            assert seg["status"] == "completed"
+            assert seg["loss"] == loss(t["spec"]["params"], int(seg["budget"]))   # as if undisturbed
+    preemptions = sum(s.get("losses", 0) for s in segments)
+    restarts = sum(s.get("restarts", 0) for s in segments)
+    assert preemptions >= 1 and restarts >= preemptions
+    # lost work is bounded by the checkpoint interval (every step): each trial has a sealed
+    # checkpoint at every step it trained
+    keys = {o["Key"] for page in s3_client().get_paginator("list_objects_v2").paginate(
+        Bucket="rung", Prefix=f"{namespace}/{namespace}/chaos/") for o in page.get("Contents", [])}
+    for t in trials:
+        top = max(int(s["budget"]) for s in t["status"]["segments"])
+        name = t["metadata"]["name"]
+        assert all(f"{namespace}/{namespace}/chaos/{name}/{step}/MANIFEST.json" in keys for step in range(1, top + 1))
+    print(f"chaos: {len(disruptions)} disruptions ({sum(h == 'evict' for h, _ in disruptions)} evictions), "
+          f"2 operator kills, {preemptions} preemptions counted, {restarts} restarts, "
+          f"{len(segments)} segments, at most 1 step lost per preemption")
