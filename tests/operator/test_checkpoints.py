@@ -7,6 +7,7 @@ import os
 import time
 
 import boto3
+import pytest
 import yaml
 
 from conftest import STATE
@@ -80,14 +81,39 @@ def test_s3_checkpoints_and_a_preempted_pod_resumes(kubectl, operator, namespace
         assert f"{namespace}/{namespace}/ckpt/{t['metadata']['name']}/{top}/MANIFEST.json" in keys
 
 
-def test_a_missing_secret_holds_the_study_until_it_exists(kubectl, operator, namespace):
-    kubectl.apply(s3_study(namespace, "held", secret="store-later", trials=3, sleep=0))
+def secret_with(kubectl, ns: str, name: str, **changes) -> None:
+    """A copy of rung-s3 with some keys changed."""
+    data = dict(kubectl.json("get", "secret", "rung-s3", "-n", "default")["data"])
+    data.update({k: base64.b64encode(v.encode()).decode() for k, v in changes.items()})
+    kubectl.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "Secret",
+                                  "metadata": {"name": name, "namespace": ns}, "data": data}))
+
+
+@pytest.mark.parametrize("fault,needle", [
+    ("missing secret", "Secret 'store' does not exist"),
+    ("wrong credentials", "spec.checkpoints.secretRef"),
+    ("unreachable endpoint", "spec.checkpoints.uri"),
+    ("missing bucket", "spec.checkpoints.uri"),
+])
+def test_a_broken_store_holds_the_study_until_it_is_fixed(kubectl, operator, namespace, fault, needle):
+    bucket = f"late-{namespace[-6:]}" if fault == "missing bucket" else "rung"
+    if fault == "wrong credentials":
+        secret_with(kubectl, namespace, "store", AWS_SECRET_ACCESS_KEY="not-the-key")
+    elif fault == "unreachable endpoint":
+        secret_with(kubectl, namespace, "store", AWS_ENDPOINT_URL="http://127.0.0.1:1")
+    elif fault == "missing bucket":
+        copy_secret(kubectl, namespace, "store")
+    manifest = yaml.safe_load(s3_study(namespace, "held", secret="store", trials=3, sleep=0))
+    manifest["spec"]["checkpoints"]["uri"] = f"s3://{bucket}/{namespace}"
+    kubectl.apply(yaml.safe_dump(manifest))
     cond = kubectl.wait_for(lambda: condition(get(kubectl, namespace, "study", "held"), "CheckpointStoreReady"),
                             120, "the CheckpointStoreReady condition")
-    assert cond["status"] == "False" and "spec.checkpoints.secretRef" in cond["message"]
-    assert "store-later" in cond["message"]
-    assert not kubectl.json("get", "pods", "-n", namespace)["items"]
-    copy_secret(kubectl, namespace, "store-later")
+    assert cond["status"] == "False" and needle in cond["message"], cond
+    assert not kubectl.json("get", "pods", "-n", namespace)["items"]     # nothing started
+    if fault == "missing bucket":
+        s3_client().create_bucket(Bucket=bucket)
+    else:
+        copy_secret(kubectl, namespace, "store")                            # the fix
     kubectl.wait_for(lambda: (get(kubectl, namespace, "study", "held").get("status") or {}).get("phase")
                      == "Succeeded", 300, "the Study to go on by itself and succeed")
     assert condition(get(kubectl, namespace, "study", "held"), "CheckpointStoreReady")["status"] == "True"
