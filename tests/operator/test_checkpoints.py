@@ -14,7 +14,8 @@ from conftest import STATE
 from rung_trainables.count_steps import loss
 
 
-def s3_study(ns: str, name: str, secret: str = "rung-s3", trials: int = 9, sleep: float = 0.4) -> str:
+def s3_study(ns: str, name: str, secret: str = "rung-s3", trials: int = 9, sleep: float = 0.4,
+             keep_best: int = 1) -> str:
     return yaml.safe_dump({
         "apiVersion": "rung.dev/v1alpha1", "kind": "Study", "metadata": {"name": name, "namespace": ns},
         "spec": {
@@ -26,7 +27,7 @@ def s3_study(ns: str, name: str, secret: str = "rung-s3", trials: int = 9, sleep
             "trial": {"command": ["python", "-m", "rung_trainables.count_steps"],
                       "env": {"COUNT_STEPS_SLEEP": str(sleep), "RUNG_CHECKPOINT_EVERY_STEPS": "1"},
                       "resources": {"cpu": "50m", "memory": "128Mi"}},
-            "checkpoints": {"uri": f"s3://rung/{ns}", "secretRef": secret},
+            "checkpoints": {"uri": f"s3://rung/{ns}", "secretRef": secret, "keepBest": keep_best},
         }})
 
 
@@ -42,6 +43,11 @@ def s3_client():
                for line in (STATE / "s3.env").read_text().splitlines() if line.startswith("export "))
     return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
                         aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def bucket_keys(prefix: str) -> list[str]:
+    return [o["Key"] for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket="rung", Prefix=prefix)
+            for o in page.get("Contents", [])]
 
 
 def get(kubectl, ns, kind, name):
@@ -73,12 +79,16 @@ def test_s3_checkpoints_and_a_preempted_pod_resumes(kubectl, operator, namespace
     for t in trials:
         for seg in t["status"]["segments"]:
             assert seg["loss"] == loss(t["spec"]["params"], int(seg["budget"]))
-    # the checkpoints are sealed objects in the bucket, per trial and step
-    keys = [o["Key"] for page in s3_client().get_paginator("list_objects_v2").paginate(
-        Bucket="rung", Prefix=f"{namespace}/{namespace}/ckpt/") for o in page.get("Contents", [])]
-    for t in trials:
-        top = max(int(s["budget"]) for s in t["status"]["segments"])
-        assert f"{namespace}/{namespace}/ckpt/{t['metadata']['name']}/{top}/MANIFEST.json" in keys
+    # the checkpoints are sealed objects in the bucket; retention keeps each trial's latest
+    # (which is also its best: count_steps improves every step) and removes the rest
+    prefix = f"{namespace}/{namespace}/ckpt/"
+    expected = {f"{prefix}{t['metadata']['name']}/{max(int(s['budget']) for s in t['status']['segments'])}/MANIFEST.json"
+                for t in trials}
+    kubectl.wait_for(lambda: {k for k in bucket_keys(prefix) if k.endswith("MANIFEST.json")} == expected,
+                     60, "retention to leave one sealed checkpoint per trial")
+    # deleting the Study removes its checkpoints (retain is false), then the Study goes
+    kubectl("delete", "study", "ckpt", "-n", namespace, "--timeout=120s")
+    assert bucket_keys(prefix) == []
 
 
 def secret_with(kubectl, ns: str, name: str, **changes) -> None:
@@ -129,7 +139,7 @@ def test_chaos_evictions_deletions_and_operator_kills(kubectl, operator, namespa
     config.load_kube_config(kubectl.kubeconfig)
     core = client.CoreV1Api()
     copy_secret(kubectl, namespace)
-    kubectl.apply(s3_study(namespace, "chaos", trials=30, sleep=0.5))
+    kubectl.apply(s3_study(namespace, "chaos", trials=30, sleep=0.5, keep_best=1000))   # keep every step
     rnd, disruptions, kills = random.Random(11), [], 0
 
     def phase():
@@ -172,8 +182,7 @@ def test_chaos_evictions_deletions_and_operator_kills(kubectl, operator, namespa
     assert preemptions >= 1 and restarts >= preemptions
     # lost work is bounded by the checkpoint interval (every step): each trial has a sealed
     # checkpoint at every step it trained
-    keys = {o["Key"] for page in s3_client().get_paginator("list_objects_v2").paginate(
-        Bucket="rung", Prefix=f"{namespace}/{namespace}/chaos/") for o in page.get("Contents", [])}
+    keys = set(bucket_keys(f"{namespace}/{namespace}/chaos/"))
     for t in trials:
         top = max(int(s["budget"]) for s in t["status"]["segments"])
         name = t["metadata"]["name"]

@@ -154,7 +154,8 @@ class TrialTemplate(_Model):
 class Checkpoints(_Model):
     uri: str | None = None
     secret_ref: str | None = None
-    retain: bool = False
+    retain: bool = Field(False, description="Keep the Study's checkpoints when it is deleted.")
+    keep_best: int = Field(1, ge=0, description="Per trial, the best checkpoints kept besides the latest.")
 
     @field_validator("uri")
     @classmethod

@@ -1,7 +1,9 @@
 """kopf handlers: thin, one per event, calling plain code in rung.controller.worker.
 
-Only event handlers are used, so kopf keeps no state on the objects (no annotations, no
-finalizers): the operator writes nothing but status, Trials, pods and Events.
+Event handlers keep no state on the objects. The one exception is deletion: a Study whose
+checkpoints are not retained gets kopf's finalizer, so its checkpoints are removed before
+it goes; after a few failed tries the finalizer is released anyway (deletion is never
+blocked for good while the operator runs).
 """
 
 from __future__ import annotations
@@ -31,6 +33,15 @@ def study_event(event, body, **_):
         WORKERS.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
     else:
         WORKERS.ensure(dict(body))
+
+
+def _checkpoints_to_delete(spec, **_) -> bool:
+    return not (spec.get("checkpoints") or {}).get("retain", False)
+
+
+@kopf.on.delete("rung.dev", "v1alpha1", "studies", when=_checkpoints_to_delete, retries=5, backoff=3)
+def delete_checkpoints(body, **_):
+    WORKERS.delete_checkpoints(dict(body))
 
 
 @kopf.on.event("", "v1", "pods", labels={STUDY_LABEL: kopf.PRESENT})

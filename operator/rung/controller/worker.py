@@ -8,10 +8,8 @@ started again by the next Study event; all it knew is in the Trial objects.
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
-import time
 from dataclasses import dataclass
 
 from kubernetes import client, config as kube_config
@@ -19,6 +17,7 @@ from kubernetes import client, config as kube_config
 from rung.api import Study, parse_study
 from rung.controller.events import post_event
 from rung.controller.records import TrialRecords, set_condition
+from rung.controller.storage import StudyStore
 from rung.errors import InputError
 from rung.runtime.kubernetes import KubernetesRuntime
 from rung.runtime.loop import StudyLoop
@@ -60,43 +59,6 @@ def checkpoint_volumes(root: str) -> list[tuple[dict, dict]]:
              {"name": "rung-checkpoints", "mountPath": path})]
 
 
-class StoreGate:
-    """Before new segments start: is the Study's s3:// store usable with the credentials of
-    its Secret? Checked at most every `every` seconds; "" when it is, else why not."""
-
-    def __init__(self, core: client.CoreV1Api, namespace: str, uri: str, secret: str | None, every: float = 5.0):
-        self.core, self.namespace, self.uri, self.secret, self.every = core, namespace, uri, secret, every
-        self._last, self._answer = -1e9, ""
-
-    def __call__(self) -> str:
-        if time.monotonic() - self._last < self.every:
-            return self._answer
-        self._last = time.monotonic()
-        self._answer = self._probe()
-        return self._answer
-
-    def _probe(self) -> str:
-        from rung.storage.base import StoreUnavailable
-        from rung.storage.s3 import S3Store, parse_s3_uri
-
-        env = {}
-        if self.secret:
-            try:
-                data = self.core.read_namespaced_secret(self.secret, self.namespace).data or {}
-            except client.ApiException as e:
-                if e.status == 404:
-                    return (f"spec.checkpoints.secretRef: Secret {self.secret!r} does not exist in namespace "
-                            f"{self.namespace!r}; create it (endpoint and credentials)")
-                return f"spec.checkpoints.secretRef: cannot read Secret {self.secret!r}: {e.reason}"
-            env = {k: base64.b64decode(v).decode() for k, v in data.items()}
-        try:
-            bucket, prefix = parse_s3_uri(self.uri)
-            S3Store(bucket, prefix, env=env, max_attempts=2).check()
-        except StoreUnavailable as e:
-            return e.line()
-        return ""
-
-
 class StudyWorker:
     def __init__(self, body: dict, config: OperatorConfig):
         self.body, self.config = body, config
@@ -134,9 +96,10 @@ class StudyWorker:
             resources=study.spec.trial.resources, volumes=checkpoint_volumes(root),
             secret_env=study.spec.checkpoints.secret_ref,
             live_reports=needs_live_reports(scheduler))
-        gate = (StoreGate(client.CoreV1Api(api), study.metadata.namespace, root, study.spec.checkpoints.secret_ref)
-                if root.startswith("s3://") else None)
-        loop = StudyLoop(study, scheduler, runtime, records, checkpoint_root=root, gate=gate)
+        store = StudyStore(client.CoreV1Api(api), study, root)
+        gate = store.gate if root.startswith("s3://") else None
+        loop = StudyLoop(study, scheduler, runtime, records, checkpoint_root=root, gate=gate,
+                         on_segment_end=store.retain)
         if (self.body.get("status") or {}).get("phase") not in ("Running", *TERMINAL):
             post_event(api, self.body, "Normal", "Started",
                        f"{study.spec.algorithm.name}: up to {study.spec.limits.max_trials} trials, "
@@ -151,6 +114,7 @@ class StudyWorker:
                 break
             self.wake.wait(self.config.interval)
             self.wake.clear()
+        store.close()
 
     def _invalid(self, custom: client.CustomObjectsApi, e: InputError) -> None:
         status = self.body.get("status") or {}
@@ -202,6 +166,19 @@ class Workers:
             worker = self.workers.pop(key, None)
         if worker:
             worker.stop()
+
+    def delete_checkpoints(self, body: dict) -> None:
+        """The Study is being deleted: stop its loop and remove its checkpoints."""
+        meta = body["metadata"]
+        self.forget((meta["namespace"], meta["name"]))
+        try:
+            study = parse_study(body)
+        except InputError:
+            return   # an invalid Study never ran, so it has no checkpoints
+        root = study.spec.checkpoints.uri or self.config.checkpoint_root
+        with api_client() as api:
+            StudyStore(client.CoreV1Api(api), study, root).delete_all()
+        log.info("study %s/%s: checkpoints under %s removed", meta["namespace"], meta["name"], root)
 
     def stop_all(self) -> None:
         with self.lock:

@@ -30,9 +30,11 @@ class StudyLoop:
     def __init__(self, study: Study, scheduler: Scheduler, runtime: Runtime, records: RecordStore, *,
                  checkpoint_root: str | None = None, parallelism: int | None = None,
                  gate: Callable[[], str] | None = None,
+                 on_segment_end: Callable[[TrialDoc], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         """`gate()`, asked before new segments start, returns "" when they may, else why not
-        (e.g. the checkpoint store is unreachable): nothing starts, and the Study waits."""
+        (e.g. the checkpoint store is unreachable): nothing starts, and the Study waits.
+        `on_segment_end(trial)` runs when a segment has ended for good (checkpoint retention)."""
         self.study, self.scheduler, self.runtime, self.records = study, scheduler, runtime, records
         self.checkpoint_root = checkpoint_root or study.spec.checkpoints.uri
         if not self.checkpoint_root:
@@ -42,7 +44,7 @@ class StudyLoop:
         self.sign = 1.0 if study.minimize else -1.0   # loss = sign * metric, always minimised
         self.trials: dict[int, TrialDoc] = {}
         self.state, self.reason = STUDY_RUNNING, ""
-        self.gate, self.held = gate, ""
+        self.gate, self.held, self.on_segment_end = gate, "", on_segment_end
         self._restored = False
         self._changed = False   # records or state changed since status.json was written
         self._t0 = 0.0
@@ -197,7 +199,7 @@ class StudyLoop:
                 loss = self.sign * value
                 seg.loss = loss if math.isfinite(loss) else None
                 seg.reason = "" if math.isfinite(loss) else f"the objective was {value}"
-                self._close(seg)
+                self._close(trial)
                 self.scheduler.tell(trial.index, seg.budget, loss)
                 self._save(trial)
         elif event.outcome == Outcome.STOPPED:
@@ -209,7 +211,7 @@ class StudyLoop:
     def _finish_failed(self, trial: TrialDoc, reason: str) -> None:
         seg = trial.current
         seg.status, seg.loss, seg.reached, seg.reason = FAILED_STATE, None, seg.budget, reason
-        self._close(seg)
+        self._close(trial)
         self.scheduler.tell_failed(trial.index, seg.budget)
         self._save(trial)
 
@@ -218,13 +220,16 @@ class StudyLoop:
         seg.status, seg.reason = STOPPED, reason
         seg.loss = seg.curve[-1][1] if seg.curve else None
         seg.reached = seg.last_step if seg.curve else seg.budget
-        self._close(seg)
+        self._close(trial)
         if tell:
             self.scheduler.tell(trial.index, seg.reached, FAILED if seg.loss is None else seg.loss)
         self._save(trial)
 
-    def _close(self, seg: SegmentDoc) -> None:
+    def _close(self, trial: TrialDoc) -> None:
+        seg = trial.current
         seg.ended, seg.elapsed = self.wall(), self.elapsed()
+        if self.on_segment_end:
+            self.on_segment_end(trial)
 
     # ---- decisions --------------------------------------------------------------------
     def _may_launch(self) -> bool:
