@@ -301,7 +301,7 @@ def test_local_runtime_reports_logs_and_outcomes(tmp_path):
     runtime = LocalRuntime(tmp_path / "res", tmp_path, grace=0.3)
     code = ("import json, os, sys; p = json.loads(os.environ['RUNG_PARAMS']);"
             "print('hello'); print('@rung ' + json.dumps({'step': 1, 'metrics': {'loss': p['a'] / 2}}));"
-            "print('@rung not json'); print(os.environ['EXTRA'], os.environ['RUNG_BUDGET'], file=sys.stderr);"
+            "print('@rung not json'); sys.stderr.write(os.environ['EXTRA'] + ' ' + os.environ['RUNG_BUDGET'] + '\\n');"
             "open(os.environ['RUNG_RESULT_FILE'], 'w').write(json.dumps({'step': 3, 'metrics': {'loss': 0.25}}))")
     runtime.start(_segment(tmp_path, code))
     assert runtime.running() == {"s-0-s0"}
