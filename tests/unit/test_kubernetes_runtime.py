@@ -167,3 +167,11 @@ def test_a_restarted_runtime_finds_unreported_pods(rt):
     assert fresh.running() == {"s-0-s0"}
     core.pods["s-0-s0"]["status"] = status("Succeeded", term(0, "{}"))
     assert [e.outcome for e in fresh.poll()] == [Outcome.SUCCEEDED]
+
+
+def test_a_pod_whose_node_is_lost_is_a_loss(rt):
+    core, runtime = rt
+    runtime.start(spec())
+    core.pods["s-0-s0"]["status"] = status("Unknown", reason="NodeLost")
+    (event,) = runtime.poll()
+    assert event.outcome == Outcome.LOST and "NodeLost" in event.reason

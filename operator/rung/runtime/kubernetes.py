@@ -225,7 +225,7 @@ def _terminated(pod):
 
 def _disrupted(pod) -> bool:
     status = pod.status
-    if status.reason in _LOST_REASONS:
+    if status.reason in _LOST_REASONS or status.phase == "Unknown":   # Unknown: its node stopped answering
         return True
     for cond in status.conditions or []:
         if cond.type == "DisruptionTarget" and cond.status == "True":
