@@ -139,7 +139,7 @@ def test_chaos_evictions_deletions_and_operator_kills(kubectl, operator, namespa
     config.load_kube_config(kubectl.kubeconfig)
     core = client.CoreV1Api()
     copy_secret(kubectl, namespace)
-    kubectl.apply(s3_study(namespace, "chaos", trials=30, sleep=0.5, keep_best=1000))   # keep every step
+    kubectl.apply(s3_study(namespace, "chaos", trials=30, sleep=0.5))
     rnd, disruptions, kills = random.Random(11), [], 0
 
     def phase():
@@ -180,13 +180,11 @@ def test_chaos_evictions_deletions_and_operator_kills(kubectl, operator, namespa
     preemptions = sum(s.get("losses", 0) for s in segments)
     restarts = sum(s.get("restarts", 0) for s in segments)
     assert preemptions >= 1 and restarts >= preemptions
-    # lost work is bounded by the checkpoint interval (every step): each trial has a sealed
-    # checkpoint at every step it trained
+    # each trial's newest sealed checkpoint is its top step: what a further promotion resumes
     keys = set(bucket_keys(f"{namespace}/{namespace}/chaos/"))
     for t in trials:
         top = max(int(s["budget"]) for s in t["status"]["segments"])
-        name = t["metadata"]["name"]
-        assert all(f"{namespace}/{namespace}/chaos/{name}/{step}/MANIFEST.json" in keys for step in range(1, top + 1))
+        assert f"{namespace}/{namespace}/chaos/{t['metadata']['name']}/{top}/MANIFEST.json" in keys
     print(f"chaos: {len(disruptions)} disruptions ({sum(h == 'evict' for h, _ in disruptions)} evictions), "
           f"2 operator kills, {preemptions} preemptions counted, {restarts} restarts, "
-          f"{len(segments)} segments, at most 1 step lost per preemption")
+          f"{len(segments)} segments")

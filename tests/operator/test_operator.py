@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
@@ -76,6 +77,17 @@ def test_asha_study_runs_to_success_and_is_garbage_collected(kubectl, operator, 
     assert len(ts) == 20
     promoted = [t for t in ts if len(t["status"]["segments"]) > 1]
     assert promoted and all(s["resumeFrom"] is not None for t in promoted for s in t["status"]["segments"][1:])
+    # the epochs each pod really trained (its @rung lines): every trial trained 1..top once,
+    # so the total is the promotion plan and no promoted trial retrained from epoch 0
+    trained = Counter()
+    for p in ps:
+        for line in kubectl("logs", p["metadata"]["name"], "-n", namespace).stdout.splitlines():
+            if line.startswith("@rung "):
+                trained[(p["metadata"]["labels"]["rung.dev/trial"], json.loads(line[6:])["step"])] += 1
+    assert set(trained.values()) == {1}
+    for t in ts:
+        top = max(int(seg["budget"]) for seg in t["status"]["segments"])
+        assert {step for (name, step) in trained if name == t["metadata"]["name"]} == set(range(1, top + 1))
     # owner references: Study -> Trial -> Pod, so deleting the Study removes everything
     assert all(t["metadata"]["ownerReferences"][0]["kind"] == "Study" for t in ts)
     assert all(p["metadata"]["ownerReferences"][0]["kind"] == "Trial" for p in ps)
