@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import time
+from collections import Counter
 
 import boto3
 import pytest
@@ -188,3 +189,49 @@ def test_chaos_evictions_deletions_and_operator_kills(kubectl, operator, namespa
     print(f"chaos: {len(disruptions)} disruptions ({sum(h == 'evict' for h, _ in disruptions)} evictions), "
           f"2 operator kills, {preemptions} preemptions counted, {restarts} restarts, "
           f"{len(segments)} segments")
+
+
+def test_lost_work_per_preemption_is_at_most_one_checkpoint_interval(kubectl, operator, namespace):
+    """count_steps logs every step it trains to a file on the node (the file:// checkpoint
+    hostPath); pods are deleted or evicted mid-segment; a step trained twice is lost work."""
+    from kubernetes import client, config
+
+    config.load_kube_config(kubectl.kubeconfig)
+    core = client.CoreV1Api()
+    root = STATE / f"ck-{namespace}"
+    manifest = yaml.safe_load(s3_study(namespace, "lost", trials=6, sleep=1.0))
+    manifest["spec"]["checkpoints"] = {"uri": f"file://{root}"}
+    manifest["spec"]["trial"]["env"]["COUNT_STEPS_LOG"] = str(root / "steps.log")
+    kubectl.apply(yaml.safe_dump(manifest))
+    disruptions = 0
+    deadline = time.monotonic() + 600
+    while (get(kubectl, namespace, "study", "lost").get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+        assert time.monotonic() < deadline
+        time.sleep(3.5)
+        running = [p.metadata.name for p in core.list_namespaced_pod(namespace, label_selector="rung.dev/study=lost").items
+                   if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+        if running and disruptions < 6:
+            victim = running[0]
+            try:
+                if disruptions % 2:
+                    core.delete_namespaced_pod(victim, namespace)
+                else:
+                    core.create_namespaced_pod_eviction(victim, namespace, client.V1Eviction(
+                        metadata=client.V1ObjectMeta(name=victim, namespace=namespace)))
+                disruptions += 1
+            except client.ApiException as e:
+                assert e.status in (404, 409, 429), e
+    study = get(kubectl, namespace, "study", "lost")
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    trials = kubectl.json("get", "trials", "-n", namespace, "-l", "rung.dev/study=lost")["items"]
+    preemptions = sum(s.get("losses", 0) for t in trials for s in t["status"]["segments"])
+    lines = (root / "steps.log").read_text().split("\n")
+    trained = Counter(line for line in lines if line)
+    lost = sum(n - 1 for n in trained.values())
+    for t in trials:                                   # every step of every trial was trained
+        top = max(int(s["budget"]) for s in t["status"]["segments"])
+        assert all(trained[f"{t['metadata']['name']} {step}"] >= 1 for step in range(1, top + 1))
+    assert preemptions >= 3
+    assert lost <= preemptions                         # at most one step (the interval) per preemption
+    print(f"lost work: {disruptions} disruptions, {preemptions} preemptions, {lost} steps trained twice "
+          f"of {sum(trained.values())} trained (checkpoint every step)")
