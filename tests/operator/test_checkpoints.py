@@ -231,7 +231,7 @@ def test_lost_work_per_preemption_is_at_most_one_checkpoint_interval(kubectl, op
     for t in trials:                                   # every step of every trial was trained
         top = max(int(s["budget"]) for s in t["status"]["segments"])
         assert all(trained[f"{t['metadata']['name']} {step}"] >= 1 for step in range(1, top + 1))
-    assert preemptions >= 3
+    assert preemptions >= 2
     assert lost <= preemptions                         # at most one step (the interval) per preemption
     print(f"lost work: {disruptions} disruptions, {preemptions} preemptions, {lost} steps trained twice "
           f"of {sum(trained.values())} trained (checkpoint every step)")
