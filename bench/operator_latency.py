@@ -20,7 +20,6 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
 from kubernetes import client, config, watch
 
 ROOT = Path(__file__).resolve().parents[1]

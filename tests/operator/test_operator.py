@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from rung.api import parse_study
-from rung.runtime.records import SegmentDoc, TrialDoc
+from rung.runtime.records import TrialDoc
 from rung.schedulers import make_scheduler
 from rung.controller.records import segment_from_status
 

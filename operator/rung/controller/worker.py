@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from kubernetes import client, config as kube_config
 
-from rung.api import Study, parse_study
+from rung.api import parse_study
 from rung.controller.events import post_event
 from rung.controller.records import TrialRecords, set_condition
 from rung.controller.storage import StudyStore

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from kubernetes.client import ApiException, CoreV1Api
 
 from rung.runtime.base import (Event, Finished, Outcome, Report, Runtime, SegmentSpec, contract_env,
-                               parse_report_line, run_name)
+                               parse_report_line)
 from rung.trial import contract as C
 
 log = logging.getLogger(__name__)
@@ -253,4 +253,4 @@ def _api_reason(e: ApiException) -> str:
         return f"{e.status} {e.reason}"
 
 
-__all__ = ["KubernetesRuntime", "run_name", "STUDY_LABEL", "TRIAL_LABEL"]
+__all__ = ["KubernetesRuntime", "STUDY_LABEL", "TRIAL_LABEL"]
