@@ -114,7 +114,8 @@ def test_success_reads_the_termination_message_and_the_curve(rt):
     (status("Failed", term(137, reason="OOMKilled")), Outcome.FAILED, "OOMKilled"),
     (status("Pending", waiting=NS(reason="ErrImagePull", message="no such image")), Outcome.FAILED, "ErrImagePull"),
     (status("Failed", term(143), reason="Evicted"), Outcome.LOST, "Evicted"),
-    (status("Running", conditions=[NS(type="DisruptionTarget", status="True")]), Outcome.LOST, "DisruptionTarget"),
+    (status("Failed", term(143), conditions=[NS(type="DisruptionTarget", status="True")]), Outcome.LOST,
+     "DisruptionTarget"),
 ])
 def test_endings_are_classified(rt, pod_status, outcome, reason):
     core, runtime = rt
@@ -140,13 +141,25 @@ def test_a_deleted_pod_is_a_loss_and_a_stopped_one_is_stopped(rt):
     assert events["s-1"].outcome == Outcome.STOPPED
 
 
-def test_a_pod_being_deleted_by_someone_else_is_a_loss(rt):
+def test_a_pod_being_deleted_by_someone_else_is_a_loss_once_it_has_stopped(rt):
     core, runtime = rt
     runtime.start(spec())
     core.pods["s-0-s0"]["deleting"] = True
-    core.pods["s-0-s0"]["status"] = status("Running")
+    core.pods["s-0-s0"]["status"] = status("Running", conditions=[NS(type="DisruptionTarget", status="True")])
+    assert runtime.poll() == []            # still training: a restart now would run beside it
+    core.pods["s-0-s0"]["status"] = status("Running", term(143))
     (event,) = runtime.poll()
     assert event.outcome == Outcome.LOST
+
+
+def test_a_pod_that_vanishes_after_a_restart_is_a_loss(rt):
+    core, runtime = rt
+    runtime.start(spec())
+    fresh = KubernetesRuntime(core, "ns", "s", image="img:1", owner=lambda t: None)   # the operator restarted
+    assert fresh.running() == {"s-0-s0"}
+    del core.pods["s-0-s0"]                # gone before the restarted operator's first poll
+    (event,) = fresh.poll()
+    assert (event.trial, event.segment, event.outcome) == ("s-0", 0, Outcome.LOST)
 
 
 def test_creates_are_idempotent_and_failures_are_reported(rt):

@@ -46,7 +46,7 @@ class KubernetesRuntime(Runtime):
         self.owner, self.resources, self.volumes = owner, resources or {}, list(volumes)
         self.secret_env = secret_env
         self.live_reports, self.stop_grace = live_reports, stop_grace
-        self._specs: dict[str, SegmentSpec] = {}      # run name -> spec, for pods started by us
+        self._identity: dict[str, tuple[str, int, int]] = {}   # run name -> (trial, segment, attempt)
         self._failed_starts: list[Finished] = []
         self._stopping: set[str] = set()               # run names we asked to stop
         self._handled: set[str] = set()                # reported; labelled handled at the next poll
@@ -54,7 +54,7 @@ class KubernetesRuntime(Runtime):
 
     # ---- the interface ----------------------------------------------------------------
     def start(self, spec: SegmentSpec) -> None:
-        self._specs[spec.run_name] = spec
+        self._identity[spec.run_name] = (spec.trial, spec.segment, spec.attempt)
         try:
             self.core.create_namespaced_pod(self.namespace, self.pod(spec))
         except ApiException as e:
@@ -73,6 +73,7 @@ class KubernetesRuntime(Runtime):
         for pod in self._list():
             name = pod.metadata.name
             seen.add(name)
+            self._identity[name] = _identity(pod)
             if name in self._handled:
                 continue
             ended = self._outcome(pod)
@@ -83,14 +84,14 @@ class KubernetesRuntime(Runtime):
             events += self._reports(pod)
             events.append(ended)
             self._handled.add(name)
-        # A pod we started that vanished without ending (deleted, garbage collected with its
-        # node) is an infrastructure loss, unless we asked it to stop.
+        # A pod that vanished without ending (deleted, garbage collected with its node) is an
+        # infrastructure loss, unless we asked it to stop.
         for name in sorted(self._live - seen):
-            spec = self._specs.get(name)
-            if spec is not None:
+            who = self._identity.get(name)
+            if who is not None:
                 stopped = name in self._stopping
-                events.append(Finished(spec.trial, spec.segment, Outcome.STOPPED if stopped else Outcome.LOST,
-                                       None, None, "" if stopped else f"pod {name} was deleted", spec.attempt))
+                events.append(Finished(*who[:2], Outcome.STOPPED if stopped else Outcome.LOST,
+                                       None, None, "" if stopped else f"pod {name} was deleted", who[2]))
         self._live = seen - self._handled
         return events
 
@@ -100,7 +101,9 @@ class KubernetesRuntime(Runtime):
             self._delete(run)
 
     def running(self) -> set[str]:
-        self._live = {p.metadata.name for p in self._list()} - self._handled
+        pods = self._list()
+        self._identity.update({p.metadata.name: _identity(p) for p in pods})
+        self._live = {p.metadata.name for p in pods} - self._handled
         return set(self._live)
 
     def close(self) -> None:
@@ -150,12 +153,15 @@ class KubernetesRuntime(Runtime):
         state = _terminated(pod)
         if name in self._stopping and (state is not None or pod.metadata.deletion_timestamp):
             return Finished(trial, segment, Outcome.STOPPED, getattr(state, "exit_code", None), attempt=attempt)
-        if pod.metadata.deletion_timestamp and status.phase != "Succeeded":
-            return Finished(trial, segment, Outcome.LOST, getattr(state, "exit_code", None), None,
-                            f"pod {name} was deleted", attempt)
         if status.phase == "Succeeded":
             return Finished(trial, segment, Outcome.SUCCEEDED, 0, _json(state.message if state else None),
                             attempt=attempt)
+        going = pod.metadata.deletion_timestamp or _disrupted(pod)
+        if going and state is None and status.phase not in ("Failed", "Unknown"):
+            return None   # still running: a restart now would train beside it, so wait for its end
+        if pod.metadata.deletion_timestamp:
+            return Finished(trial, segment, Outcome.LOST, getattr(state, "exit_code", None), None,
+                            f"pod {name} was deleted", attempt)
         if _disrupted(pod):
             return Finished(trial, segment, Outcome.LOST, getattr(state, "exit_code", None), None,
                             f"pod {name}: {status.reason or 'DisruptionTarget'}: {status.message or ''}".strip(),
