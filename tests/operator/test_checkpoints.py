@@ -61,12 +61,21 @@ def condition(obj, type_):
 def test_s3_checkpoints_and_a_preempted_pod_resumes(kubectl, operator, namespace):
     copy_secret(kubectl, namespace)
     kubectl.apply(s3_study(namespace, "ckpt", sleep=1.0))
-    # preempt: delete a pod that has trained a few steps
-    victim = kubectl.wait_for(lambda: next((p["metadata"]["name"] for p in kubectl.json(
-        "get", "pods", "-n", namespace, "-l", "rung.dev/study=ckpt")["items"]
-        if p["status"].get("phase") == "Running"), None), 120, "a running trial pod", interval=0.2)
-    time.sleep(0.5)                                   # mid-segment: each step takes 1 s
-    kubectl("delete", "pod", victim, "-n", namespace, "--wait=false", "--grace-period=1")
+    # preempt: delete running pods (1 s grace) until a segment has been lost and restarted
+    def losses():
+        return sum(seg.get("losses", 0) for t in kubectl.json("get", "trials", "-n", namespace)["items"]
+                   for seg in (t.get("status") or {}).get("segments") or [])
+
+    for _ in range(8):
+        victim = kubectl.wait_for(lambda: next((p["metadata"]["name"] for p in kubectl.json(
+            "get", "pods", "-n", namespace, "-l", "rung.dev/study=ckpt")["items"]
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")), None),
+            120, "a running trial pod", interval=0.2)
+        time.sleep(0.5)                                   # mid-segment: each step takes 1 s
+        kubectl("delete", "pod", victim, "-n", namespace, "--wait=true", "--grace-period=1", check=False)
+        time.sleep(1.5)
+        if losses():
+            break
     kubectl.wait_for(lambda: (get(kubectl, namespace, "study", "ckpt").get("status") or {}).get("phase")
                      in ("Succeeded", "Failed"), 600, "the Study to end")
     study = get(kubectl, namespace, "study", "ckpt")
