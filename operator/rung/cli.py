@@ -59,7 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     op.add_argument("--checkpoint-root", default=os.environ.get("RUNG_CHECKPOINT_ROOT", DEFAULT_CLUSTER_CHECKPOINTS),
                     help="checkpoints for Studies that leave spec.checkpoints.uri out (default: %(default)s, "
                          "a hostPath: one-node clusters only)")
-    op.add_argument("--interval", type=float, default=1.0, help="seconds between polls of a quiet Study")
+    op.add_argument("--interval", type=float, default=1.0,
+                    help="seconds between steps of a Study that waits on something (a hold, live reports)")
+    op.add_argument("--workers", type=_positive, default=4, help="Studies stepped at once (default: %(default)s)")
+    op.add_argument("--lease-namespace", metavar="NS",
+                    help="namespace of the leader-election Lease (default: $POD_NAMESPACE, else the first "
+                         "--namespace, else default)")
+    op.add_argument("--lease-name", default="rung-operator", help="name of the Lease (default: %(default)s)")
+    op.add_argument("--identity", help="this replica's name in the Lease (default: $POD_NAME, else host and pid)")
     op.add_argument("--verbose", action="store_true")
     op.set_defaults(func=cmd_operator)
 
@@ -101,14 +108,14 @@ def cmd_run(args) -> int:
     from rung.progress import Progress, progress_line
     from rung.report import format_table, summarize
     from rung.runtime.local import LocalRuntime, check_command
-    from rung.runtime.loop import INTERRUPTED, SUCCEEDED, StudyLoop
-    from rung.runtime.records import FolderRecords, check_folder, locked
+    from rung.runtime.folder import FolderRecords, check_folder, locked
+    from rung.runtime.loop import StudyLoop, StudyState
     from rung.schedulers import make_scheduler
     from rung.storage import open_store
 
     manifest = Path(args.study)
     study = load_study(manifest)
-    scheduler = make_scheduler(study)
+    make_scheduler(study)   # refuses bad algorithm settings before anything is written
     cwd = manifest.resolve().parent
     check_command(study.spec.trial.command, cwd, study.spec.trial.env)
     if study.spec.checkpoints.uri:
@@ -120,7 +127,7 @@ def cmd_run(args) -> int:
         check_folder(results, study)   # again, now that no other `rung run` can write it
         records = FolderRecords.create(results, study)
         runtime = LocalRuntime(results, cwd)
-        loop = StudyLoop(study, scheduler, runtime, records, parallelism=args.parallel,
+        loop = StudyLoop(study, runtime, records, parallelism=args.parallel,
                          checkpoint_root=study.spec.checkpoints.uri or (results / "checkpoints").as_uri())
         progress = Progress(quiet=args.quiet)
         stop = threading.Event()
@@ -132,16 +139,16 @@ def cmd_run(args) -> int:
             try:
                 state = loop.run(on_step=None if args.quiet else show, should_stop=stop.is_set, sleep=stop.wait)
             except KeyboardInterrupt:   # a second Ctrl-C: records stay as they are, resumable
-                state = INTERRUPTED
+                state = StudyState.INTERRUPTED
             finally:
                 runtime.close()
                 progress.close()
     print(format_table(summarize(study, records.load(), records.load_status())))
-    if state == INTERRUPTED:
+    if state == StudyState.INTERRUPTED:
         print(f"interrupted: run the same command again to resume ({results})", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"results: {results}  (plots: rung report {results})")
-    return EXIT_OK if state == SUCCEEDED else EXIT_FAILED
+    return EXIT_OK if state == StudyState.SUCCEEDED else EXIT_FAILED
 
 
 def _status(loop) -> dict:
@@ -180,7 +187,7 @@ def cmd_validate(args) -> int:
 
 def cmd_report(args) -> int:
     from rung.report import format_table, format_top, summarize, write_plots
-    from rung.runtime.records import FolderRecords
+    from rung.runtime.folder import FolderRecords
 
     target = Path(args.target)
     results = target if target.is_dir() else default_results(load_study(target))
@@ -224,14 +231,34 @@ def cmd_operator(args) -> int:
 
     import kopf
 
-    from rung.controller import handlers
-    from rung.controller.worker import OperatorConfig
+    from rung.controller import handlers  # noqa: F401 (registers the handlers with kopf)
+    from rung.controller.leader import LeaderElection
+    from rung.controller.study import OperatorConfig
+    from rung.kube.api import Kube, api_client
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers.configure(OperatorConfig(args.trial_image, args.checkpoint_root, args.interval))
-    kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or (),
-             liveness_endpoint=None)
+    namespaces = tuple(args.namespace or ())
+    config = OperatorConfig(args.trial_image, args.checkpoint_root, namespaces, args.interval, workers=args.workers)
+    lease_namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE") or (namespaces or ("default",))[0]
+    election = LeaderElection(Kube(api_client()), lease_namespace, args.lease_name,
+                              identity=args.identity or os.environ.get("POD_NAME"))
+    stop = threading.Event()
+    while not stop.is_set():
+        for sig in (signal.SIGINT, signal.SIGTERM):   # while standing by (kopf handles them while it runs)
+            signal.signal(sig, lambda *_: stop.set())
+        if not election.acquire(stop):
+            break
+        # Leader: run kopf until the lease is lost (then stand by again) or a signal stops it.
+        lost = threading.Event()
+        renewer = threading.Thread(target=election.keep, args=(lost, stop), daemon=True)
+        renewer.start()
+        kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=None,
+                 memo=kopf.Memo(config=config), stop_flag=lost)
+        if not lost.is_set():   # SIGINT or SIGTERM: kopf has stopped cleanly; so do we
+            stop.set()
+            renewer.join(timeout=10)
+            election.release()
     return EXIT_OK
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rung.api import Study
-from rung.runtime.records import COMPLETED, FAILED_STATE, RUNNING, STOPPED, SegmentDoc, TrialDoc
+from rung.records import SegmentRecord, SegmentStatus, TrialRecord
 
-STATES = (COMPLETED, STOPPED, FAILED_STATE, RUNNING)
+STATES = (SegmentStatus.COMPLETED, SegmentStatus.STOPPED, SegmentStatus.FAILED, SegmentStatus.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,13 @@ class Point:
     spent: float        # cumulative budget trained by every ended segment so far
     budget: float
     loss: float
-    trial: TrialDoc
+    trial: TrialRecord
 
 
 @dataclass(frozen=True)
 class Summary:
     study: Study
-    trials: list[TrialDoc]
+    trials: list[TrialRecord]
     state: str
     reason: str
     elapsed: float
@@ -49,8 +49,8 @@ class Summary:
         return loss if self.study.minimize else -loss
 
 
-def _ended(trials: list[TrialDoc]) -> list[tuple[SegmentDoc, TrialDoc]]:
-    ended = [(s, t) for t in trials for s in t.segments if s.status != RUNNING]
+def _ended(trials: list[TrialRecord]) -> list[tuple[SegmentRecord, TrialRecord]]:
+    ended = [(s, t) for t in trials for s in t.segments if not s.running]
     return sorted(ended, key=lambda st: (st[0].elapsed or 0.0, st[0].ended or 0.0))
 
 
@@ -58,7 +58,7 @@ def _beats(budget: float, loss: float, best: Point | None) -> bool:
     return best is None or budget > best.budget or (budget == best.budget and loss < best.loss)
 
 
-def summarize(study: Study, trials: list[TrialDoc], status: dict | None = None) -> Summary:
+def summarize(study: Study, trials: list[TrialRecord], status: dict | None = None) -> Summary:
     status = status or {}
     trajectory: list[Point] = []
     spent = 0.0
@@ -68,7 +68,7 @@ def summarize(study: Study, trials: list[TrialDoc], status: dict | None = None) 
             best = trajectory[-1] if trajectory else None
             if _beats(seg.reached, seg.loss, best):
                 trajectory.append(Point(seg.elapsed or 0.0, spent, seg.reached, seg.loss, trial))
-    spent += sum(s.used() for t in trials for s in t.segments if s.status == RUNNING)
+    spent += sum(s.used() for t in trials for s in t.segments if s.running)
     return Summary(study, trials, status.get("state", "running"), status.get("reason", ""),
                    float(status.get("elapsed", 0.0)), Counter(t.state for t in trials), spent, trajectory)
 
@@ -107,14 +107,14 @@ def format_table(s: Summary) -> str:
     return "\n".join(lines)
 
 
-def _trial_best(trial: TrialDoc) -> tuple[float, float] | None:
+def _trial_best(trial: TrialRecord) -> tuple[float, float] | None:
     """(budget, loss) of a trial's best result at the highest budget it reached."""
     results = [(s.reached, s.loss) for s in trial.segments
                if s.loss is not None and math.isfinite(s.loss) and s.reached is not None]
     return max(results, key=lambda r: (r[0], -r[1])) if results else None
 
 
-def top_trials(s: Summary, k: int = 10) -> list[tuple[TrialDoc, float, float]]:
+def top_trials(s: Summary, k: int = 10) -> list[tuple[TrialRecord, float, float]]:
     ranked = [(t, *b) for t in s.trials if (b := _trial_best(t)) is not None]
     ranked.sort(key=lambda r: (-r[1], r[2], r[0].index))
     return ranked[:k]

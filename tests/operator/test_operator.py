@@ -12,9 +12,8 @@ import pytest
 import yaml
 
 from rung.api import parse_study
-from rung.runtime.records import TrialDoc
+from rung.controller.trial_store import trial_from_object
 from rung.schedulers import make_scheduler
-from rung.controller.records import segment_from_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,9 +119,7 @@ def test_operator_killed_three_times_loses_and_duplicates_nothing(kubectl, opera
         assert len(succeeded) and all(succeeded[(t["metadata"]["name"], str(i))] == 1 for i in range(len(segments)))
     # exactly the trials the decisions called for: the scheduler rebuilt from the Trials is done
     scheduler = make_scheduler(parse_study(s))
-    scheduler.restore([TrialDoc(t["spec"]["index"], t["metadata"]["name"], t["spec"]["params"],
-                                [segment_from_status(x) for x in t["status"]["segments"]]).to_scheduler()
-                       for t in ts])
+    scheduler.restore([trial_from_object(t) for t in ts])
     assert scheduler.finished() and scheduler.ask() is None
 
 

@@ -68,3 +68,19 @@ def aws_env(minio, monkeypatch):
 def root_uri(aws_env):
     """A fresh prefix in the bucket for each test."""
     return f"s3://{BUCKET}/pytest-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def cut_off_upload():
+    """cut_off_upload(store, key) begins a multipart upload and sends one part, never
+    completing it (a pod killed mid-upload); returns a check: is it still listed?"""
+    def start(store, key):
+        k, client = store._key(key), store.client
+        upload = client.create_multipart_upload(Bucket=store.bucket, Key=k)["UploadId"]
+        client.upload_part(Bucket=store.bucket, Key=k, UploadId=upload, PartNumber=1, Body=b"part")
+
+        def listed() -> bool:  # MinIO lists a key's uploads only when asked for that exact key
+            uploads = client.list_multipart_uploads(Bucket=store.bucket, Prefix=k).get("Uploads", [])
+            return any(u["UploadId"] == upload for u in uploads)
+        return listed
+    return start

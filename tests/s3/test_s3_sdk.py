@@ -44,6 +44,20 @@ def test_count_steps_resumes_from_s3(tmp_path, root_uri, aws_env):
     assert (tmp_path / "steps.log").read_text().split() [1::2] == [str(s) for s in range(1, 10)]
 
 
+def test_the_trial_aborts_a_cut_off_upload_and_prunes(tmp_path, root_uri, aws_env, cut_off_upload):
+    store = open_store(root_uri)
+    listed = cut_off_upload(store, "ns/st/st-0/2/state.pkl")  # a killed predecessor's save
+    assert listed()
+    rc, reports, _, err = run(tmp_path, f"{root_uri}/ns/st/st-0", 5, aws_env,
+                              {C.ENV_CHECKPOINT_EVERY_STEPS: "1", C.ENV_KEEP_BEST: "0",
+                               C.ENV_OBJECTIVE: "loss"})
+    assert rc == 0 and err == "" and reports == [1, 2, 3, 4, 5]
+    assert not listed()
+    assert store.list_steps("ns/st/st-0") == [5]       # pruned by the trial itself at each save
+    manifest = json.loads(store._get("ns/st/st-0/5/MANIFEST.json"))
+    assert manifest["metrics"] == {"loss": pytest.approx(0.04 + 1 / 6)}
+
+
 def test_count_steps_with_wrong_credentials_says_why(tmp_path, root_uri, aws_env):
     rc, reports, final, _ = run(tmp_path, f"{root_uri}/ns/st/st-0", 3,
                                   dict(aws_env, AWS_SECRET_ACCESS_KEY="wrong"))

@@ -5,6 +5,7 @@ multipart, retention, the one-line errors, and a store that goes away and comes 
 import json
 import time
 import uuid
+from urllib.parse import unquote
 
 import pytest
 from rung.errors import InputError
@@ -116,22 +117,45 @@ def test_delete_study(store):
     assert store.list_steps("ns/study2/study2-0") == [1]
 
 
-def test_prune_keeps_latest_and_best(store):
-    losses = {1: 0.5, 3: 0.1, 9: 0.3, 27: 0.4}
-    for step in losses:
-        store.save(P, step, {"s": str(step).encode()})
-    store._put(obj(81, "s"), b"in progress")  # unsealed, above the latest: left alone
-    removed = store.prune(P, keep_latest=1, keep_best=1, loss_of=lambda prefix, s: losses[s])
-    assert removed == [1, 9]
-    assert store.list_steps(P) == [3, 27] and "81" in store._children(P)
-    assert store.load_latest(P, max_step=27) == (27, {"s": b"27"})
+@pytest.fixture
+def state_gets(store, monkeypatch):
+    """From now on, the keys other than manifests the store reads: on s3 every GetObject
+    its real client sends (a botocore event hook), on file every _get."""
+    keys = []
+    if isinstance(store, S3Store):
+        def hook(params, **_):
+            keys.append(unquote(params["url_path"]))
+        store.client.meta.events.register("before-call.s3.GetObject", hook)
+    else:
+        get = store._get
+        monkeypatch.setattr(store, "_get", lambda key: keys.append(key) or get(key))
+    yield lambda: [k for k in keys if not k.endswith("/MANIFEST.json")]
+    if isinstance(store, S3Store):  # the client is shared by every store of these settings
+        store.client.meta.events.unregister("before-call.s3.GetObject", hook)
 
 
-def test_prune_never_drops_the_checkpoint_a_resume_falls_back_to(store):
+@pytest.mark.parametrize("goal,best", [("minimize", 3), ("maximize", 9)])
+def test_prune_keeps_latest_and_best_by_manifest_metrics(store, goal, best, state_gets):
+    for step, acc in ((1, 0.5), (3, 0.1), (9, 0.9), (27, 0.4)):
+        store.save(P, step, {"s": str(step).encode()}, metrics={"acc": acc})
+    store.save(P, 2, {"s": b"2"})                        # no metrics (an older manifest): unranked
+    store._put(obj(81, "s"), b"in progress")             # unsealed, above the latest: left alone
+    assert store.load_latest(P) == (27, {"s": b"27"})
+    seen = state_gets()
+    assert len(seen) == 1 and seen[0].endswith("/27/s")  # the hook sees a state read...
+    removed = store.prune(P, keep_best=1, objective="acc", goal=goal)
+    assert state_gets() == seen                          # ...and prune reads none
+    assert removed == sorted({1, 2, 3, 9} - {best})
+    assert store.list_steps(P) == [best, 27] and "81" in store._children(P)
+    assert store.load_latest(P, max_step=best) == (best, {"s": str(best).encode()})
+
+
+def test_prune_does_not_count_a_checkpoint_with_a_wrong_size_as_latest(store, state_gets):
     for step in (1, 3, 9):
         store.save(P, step, {"s": str(step).encode()})
-    store._put(obj(9, "s"), b"rot")  # the newest sealed one is damaged
-    assert store.prune(P) == [1]
+    store._put(obj(9, "s"), b"rot")                      # the newest sealed one is damaged
+    assert store.prune(P) == [1] and state_gets() == []
+    assert store.list_steps(P) == [3, 9]
     assert store.load_latest(P) == (3, {"s": b"3"})
 
 
@@ -160,6 +184,20 @@ def test_multipart_upload(root_uri):
     assert store.load_latest(P) == (1, {"big.bin": big, "small": b"s"})
     # Same bytes through a store with default (64 MiB) settings.
     assert open_store(root_uri).load_latest(P)[1]["big.bin"] == big
+
+
+def test_abort_incomplete_aborts_cut_off_uploads_of_that_prefix_only(root_uri, cut_off_upload):
+    store = open_store(root_uri)
+    store.save(P, 1, {"s": b"one"})
+    ours = [cut_off_upload(store, obj(3, "state.pkl")), cut_off_upload(store, obj(1, "s"))]
+    sibling = cut_off_upload(store, f"{P}0/3/state.pkl")  # study-00: shares the name's start
+    assert all(listed() for listed in ours + [sibling])
+    assert store.abort_incomplete(P) == 2
+    assert not any(listed() for listed in ours)
+    assert sibling() and store.load_latest(P) == (1, {"s": b"one"})
+    assert store.abort_incomplete(P) == 0
+    store.delete_study("ns/study")                        # aborts them too, before removing objects
+    assert not sibling() and store.list_steps(P) == []
 
 
 def test_empty_files_do_not_stall_the_next_request(root_uri):

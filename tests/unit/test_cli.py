@@ -180,7 +180,7 @@ BAD = {
     "missing-module": ({"spec.trial.command": ["python", "-m", "no_such_module_xyz.train"]}, "spec.trial.command"),
     "missing-script": ({"spec.trial.command": ["python", "train_nowhere.py"]}, "spec.trial.command"),
     "parallel-zero": ("--parallel 0", "--parallel"),
-    "other-spec-same-folder": ({"spec.limits.maxTrials": 10}, "spec.limits.maxTrials"),
+    "other-spec-same-folder": ({"spec.budget.max": 10}, "spec.budget.max"),
 }
 
 
@@ -284,18 +284,21 @@ def _segment(tmp_path, code, segment=0):
 
 
 def _until_finished(runtime, timeout=20):
-    from rung.runtime.base import Finished
+    """Events until a segment ends; its end is then released, as the loop does once recorded."""
+    from rung.runtime.base import Ended
 
     events, deadline = [], time.monotonic() + timeout
-    while not any(isinstance(e, Finished) for e in events):
+    while not any(isinstance(e, Ended) for e in events):
         assert time.monotonic() < deadline, events
         events += runtime.poll()
         time.sleep(0.02)
+    assert runtime.poll()[-1] == events[-1]   # an end comes back until it is released
+    runtime.release(events[-1].run_name)
     return events
 
 
 def test_local_runtime_reports_logs_and_outcomes(tmp_path):
-    from rung.runtime.base import Finished, Outcome, Report
+    from rung.runtime.base import Ended, Outcome, Report
     from rung.runtime.local import LocalRuntime
 
     runtime = LocalRuntime(tmp_path / "res", tmp_path, grace=0.3)
@@ -307,7 +310,7 @@ def test_local_runtime_reports_logs_and_outcomes(tmp_path):
     assert runtime.running() == {"s-0-s0"}
     events = _until_finished(runtime)
     assert events[0] == Report("s-0", 0, 1.0, {"loss": 0.5})
-    assert events[-1] == Finished("s-0", 0, Outcome.SUCCEEDED, 0, {"step": 3, "metrics": {"loss": 0.25}})
+    assert events[-1] == Ended("s-0", 0, Outcome.SUCCEEDED, 0, {"step": 3, "metrics": {"loss": 0.25}})
     log = (tmp_path / "res" / "segments" / "s-0-s0.log").read_text()
     assert "hello\n" in log and "@rung not json" in log and "yes 3.0\n" in log
     assert runtime.running() == set()

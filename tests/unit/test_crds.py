@@ -339,20 +339,22 @@ def test_statuses_written_from_the_models_validate(exclude_none):
 
 
 def test_segments_as_the_records_keep_them_fit_the_trial_status():
-    # The operator writes rung.runtime.records.SegmentDoc into Trial status (camelCase keys):
+    # The operator writes rung.records.SegmentRecord into Trial status (camelCase keys):
     # every field must survive the API server's pruning and parse back.
     from dataclasses import asdict, fields
 
     from pydantic.alias_generators import to_camel
 
-    from rung.runtime.records import SegmentDoc
+    from rung.controller.trial_store import segment_to_status
+    from rung.records import SegmentRecord
 
-    seg = SegmentDoc(budget=9, resume_from=3, status="completed", loss=0.2, reached=9, curve=[[4, 0.5], [9, 0.2]],
+    seg = SegmentRecord(budget=9, resume_from=3, status="completed", loss=0.2, reached=9, curve=[[4, 0.5], [9, 0.2]],
                      metrics={"val_loss": 0.2}, started=1735689600.0, ended=1735689700.0, elapsed=100.0,
                      exit_code=0, reason="", restarts=1, losses=1, stop_requested=True)
-    doc = {to_camel(k): v for k, v in asdict(seg).items()}
+    doc = segment_to_status(seg)
+    assert set(doc) == {to_camel(k) for k in asdict(seg)}
     assert set(doc) <= set(_schema("Trial")["properties"]["status"]["properties"]["segments"]["items"]["properties"])
-    assert {to_camel(f.name) for f in fields(SegmentDoc)} <= {f.alias for f in Segment.model_fields.values()}
+    assert {to_camel(f.name) for f in fields(SegmentRecord)} <= {f.alias for f in Segment.model_fields.values()}
     assert _errors("Trial", {"spec": _specs()["Trial"], "status": {"phase": "Succeeded", "segments": [doc]}}) == []
     assert Segment.model_validate(doc).model_dump(by_alias=True, exclude={"pod"}) == doc
 

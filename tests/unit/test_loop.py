@@ -7,10 +7,12 @@ import pytest
 
 from rung.api import parse_study
 from rung.errors import InputError
-from rung.runtime.base import Finished, Outcome, Report, Runtime
-from rung.runtime.loop import FAILED_STUDY, INTERRUPTED, SUCCEEDED, StudyLoop
-from rung.runtime.records import MemoryRecords
+from rung.records import MemoryRecords
+from rung.runtime.base import Ended, Outcome, Refused, Report, Runtime
+from rung.runtime.loop import StudyLoop, StudyState
 from rung.schedulers import make_scheduler
+
+SUCCEEDED, FAILED_STUDY, INTERRUPTED = StudyState.SUCCEEDED, StudyState.FAILED, StudyState.INTERRUPTED
 
 pytestmark = pytest.mark.unit
 
@@ -41,22 +43,23 @@ class FakeRuntime(Runtime):
     """Each live segment trains one step per poll (a Report), then finishes.
 
     `ending(spec)` may return an Outcome to end a segment at its first poll instead
-    (FAILED, LOST, or SUCCEEDED with no metric)."""
+    (FAILED, LOST, or SUCCEEDED with no metric). Ended events come back until released."""
 
     def __init__(self, ending=lambda spec: None, metric="loss", sign=1.0):
         self.ending, self.metric, self.sign = ending, metric, sign
-        self.live, self.step_of, self.stopping = {}, {}, set()
+        self.live, self.step_of, self.stopping, self.ended = {}, {}, set(), {}
         self.started, self.stopped, self.max_live = [], [], 0
 
     def start(self, spec):
         assert spec.name not in self.live, f"{spec.name} started twice"
+        assert spec.run_name not in self.ended, f"{spec.run_name} started again before it was released"
         self.live[spec.name] = spec
         self.step_of[spec.name] = spec.resume_from or 0
         self.started.append(spec)
         self.max_live = max(self.max_live, len(self.live))
 
-    def poll(self):
-        events = []
+    def poll(self, replay=False):
+        events = list(self.ended.values())
         for name, spec in list(self.live.items()):
             if name in self.stopping:
                 events.append(self._end(spec, Outcome.STOPPED))
@@ -76,7 +79,11 @@ class FakeRuntime(Runtime):
     def _end(self, spec, outcome, code=0, result=None, reason=""):
         del self.live[spec.name]
         self.stopping.discard(spec.name)
-        return Finished(spec.trial, spec.segment, outcome, code, result, reason, spec.attempt)
+        self.ended[spec.run_name] = Ended(spec.trial, spec.segment, outcome, code, result, reason, spec.attempt)
+        return self.ended[spec.run_name]
+
+    def release(self, run):
+        self.ended.pop(run, None)
 
     def stop(self, name):
         if name in self.live:
@@ -84,14 +91,14 @@ class FakeRuntime(Runtime):
             self.stopping.add(name)
 
     def running(self):
-        return {spec.run_name for spec in self.live.values()}
+        return {spec.run_name for spec in self.live.values()} | set(self.ended)
 
     def close(self):
         self.live.clear()
 
 
 def make_loop(st, runtime, records=None, **kw):
-    return StudyLoop(st, make_scheduler(st), runtime, records if records is not None else MemoryRecords(), **kw)
+    return StudyLoop(st, runtime, records if records is not None else MemoryRecords(), **kw)
 
 
 def drive(loop, max_steps=10_000):
@@ -227,7 +234,7 @@ def test_restart_from_records_makes_the_same_decisions(algorithm):
     for _ in range(7):
         first.step()
     # crash: the process and its runtime are gone; only the records remain
-    rebuilt = make_scheduler(st).restore([t.to_scheduler() for t in records.load()])
+    rebuilt = make_scheduler(st).restore(records.load())
     assert rebuilt.running == first.scheduler.running
     assert finish(first.scheduler) == finish(rebuilt)
 
@@ -262,7 +269,7 @@ def test_restart_mid_study_neither_loses_nor_duplicates_trials():
     second = make_loop(st, second_rt, records)
     assert drive(second) == SUCCEEDED
     restarted = [s for s in second_rt.started if s.attempt == 1]
-    assert {s.name for s in restarted} == running_before          # resumed, same names
+    assert {s.name for s in restarted} == running_before          # resumed, as their next attempt
     first_names = {s.name for s in first_rt.started}
     assert not (first_names - running_before) & {s.name for s in second_rt.started}   # nothing rerun
     trials = trials_of(records)
@@ -323,7 +330,8 @@ def test_a_closed_gate_starts_nothing_and_the_study_goes_on_when_it_opens():
     for _ in range(5):
         assert loop.step() is True                  # waiting, neither failed nor finished
     assert runtime.started == [] and records.load() == []
-    assert records.status["held"] == why[0] and records.status["state"] == "running"
+    assert records.status["holds"] == {"CheckpointStore": {"reason": "CheckpointStoreUnavailable", "message": why[0]}}
+    assert records.status["state"] == "running"
     why[0] = ""
     assert drive(loop) == SUCCEEDED
-    assert len(runtime.started) == 4 and records.status["held"] == ""
+    assert len(runtime.started) == 4 and records.status["holds"] == {}

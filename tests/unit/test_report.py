@@ -5,7 +5,8 @@ import pytest
 from rung.api import parse_study
 from rung.cli import main
 from rung.report import summarize
-from rung.runtime.records import FolderRecords, SegmentDoc, TrialDoc
+from rung.records import SegmentRecord, TrialRecord
+from rung.runtime.folder import FolderRecords
 
 pytestmark = pytest.mark.unit
 
@@ -25,23 +26,23 @@ def make_study(goal="minimize"):
 
 
 def seg(budget, status, loss=None, reached=None, curve=(), elapsed=None, resume_from=None):
-    return SegmentDoc(budget, resume_from, status, loss, reached, [list(p) for p in curve], elapsed=elapsed)
+    return SegmentRecord(budget, resume_from, status, loss, reached, [list(p) for p in curve], elapsed=elapsed)
 
 
 def write_records(folder, study, sign=1.0):
     """Five trials in every state; losses are stored minimised, so a maximised metric is negated."""
     records = FolderRecords.create(folder, study)
     docs = [
-        TrialDoc(0, "t-0", {"lr": 0.1, "act": "relu"}, [
+        TrialRecord(0, "t-0", {"lr": 0.1, "act": "relu"}, [
             seg(1, "completed", sign * 0.5, 1, [(1, sign * 0.5)], elapsed=1.0),
             seg(3, "completed", sign * 0.3, 3, [(2, sign * 0.4), (3, sign * 0.3)], elapsed=3.0, resume_from=1)]),
         # better, but only at the lowest budget: never the incumbent once t-0 reached 3
-        TrialDoc(1, "t-1", {"lr": 0.05, "act": "tanh"}, [seg(1, "completed", sign * 0.2, 1, [(1, sign * 0.2)],
+        TrialRecord(1, "t-1", {"lr": 0.05, "act": "tanh"}, [seg(1, "completed", sign * 0.2, 1, [(1, sign * 0.2)],
                                                              elapsed=1.5)]),
-        TrialDoc(2, "t-2", {"lr": 0.9, "act": "relu"}, [seg(1, "failed", elapsed=2.0)]),
-        TrialDoc(3, "t-3", {"lr": 0.002, "act": "tanh"}, [seg(1, "stopped", sign * 0.6, 0.5, [(0.5, sign * 0.6)],
+        TrialRecord(2, "t-2", {"lr": 0.9, "act": "relu"}, [seg(1, "failed", elapsed=2.0)]),
+        TrialRecord(3, "t-3", {"lr": 0.002, "act": "tanh"}, [seg(1, "stopped", sign * 0.6, 0.5, [(0.5, sign * 0.6)],
                                                               elapsed=2.5)]),
-        TrialDoc(4, "t-4", {"lr": 0.01, "act": "relu"}, [seg(1, "running")]),
+        TrialRecord(4, "t-4", {"lr": 0.01, "act": "relu"}, [seg(1, "running")]),
     ]
     for doc in docs:
         records.save(doc)

@@ -8,7 +8,8 @@ import pytest
 
 from rung.schedulers.asha import ASHA
 from rung.schedulers.asha_stop import StopASHA
-from rung.schedulers.base import SegmentRecord, TrialRecord, rung_budgets
+from rung.records import SegmentRecord, SegmentStatus, TrialRecord
+from rung.schedulers.base import rung_budgets
 from rung.schedulers.full import FullBudget
 from rung.schedulers.hyperband import SHA, Hyperband
 from rung.schedulers.median import MedianStop
@@ -198,9 +199,10 @@ def _records(s, running, done_events):
     """Trial records as a runtime would persist them."""
     recs = {}
     for t, config in s.configs.items():
-        recs[t] = TrialRecord(t, config)
+        recs[t] = TrialRecord(t, f"s-{t}", config)
     for e in done_events:
-        recs[e[0]].segments.append(SegmentRecord(budget=e[1], loss=e[2], reached=e[1]))
+        recs[e[0]].segments.append(SegmentRecord(budget=e[1], status=SegmentStatus.COMPLETED, loss=e[2],
+                                                 reached=e[1]))
     for t, budget in running.items():
         recs[t].segments.append(SegmentRecord(budget=budget))
     return list(recs.values())
@@ -237,3 +239,41 @@ def test_rebuilt_scheduler_makes_the_same_next_decisions(cls, kw):
             for x in (s, rebuilt):
                 x.tell(t, budget, quadratic(t, x.configs[t], budget))
     assert s.finished() == rebuilt.finished()
+
+
+@pytest.mark.parametrize("cls", [ASHA, Hyperband, SHA, FullBudget])
+def test_deleted_records_keep_their_numbers_and_never_stall_the_scheduler(cls):
+    """Trials deleted with their records (kubectl delete trial): their numbers are never
+    given again, they count as trials without a result, and the Study still finishes."""
+    s = make(cls, 1, 9, max_trials=12, seed=2)
+    running, log = {}, []
+    while len(running) < 6:
+        d = s.ask()
+        running[d.trial] = d.budget
+    for t in sorted(running)[:4]:
+        b = running.pop(t)
+        s.tell(t, b, quadratic(t, s.configs[t], b))
+        log.append((t, b, quadratic(t, s.configs[t], b)))
+    records = [r for r in _records(s, running, log) if r.index not in (1, 5)]   # 5 was the newest
+    rebuilt = make(cls, 1, 9, max_trials=12, seed=2).restore(records, next_index=6)
+    assert 1 not in rebuilt.running and 5 not in rebuilt.running
+    given, steps = [], 0
+    while not rebuilt.finished():
+        d = rebuilt.ask()
+        if d is None:
+            t = min(rebuilt.running)
+            rebuilt.tell(t, rebuilt.running[t], quadratic(t, rebuilt.configs[t], rebuilt.running[t]))
+        elif d.is_new:
+            given.append(d.trial)
+        steps += 1
+        assert steps < 500, "the scheduler stalls on a deleted trial"
+    assert given == list(range(6, 12))                        # 1 and 5 are never given again
+
+
+@pytest.mark.parametrize("cls", [ASHA, Hyperband, FullBudget, StopASHA])
+def test_a_record_without_segments_runs_again_towards_its_first_budget(cls):
+    s = make(cls, 1, 9, max_trials=5, seed=2)
+    first = s.ask()
+    rebuilt = make(cls, 1, 9, max_trials=5, seed=2).restore([TrialRecord(first.trial, "s-0", first.config)])
+    assert rebuilt.running == {first.trial: first.budget}
+    assert rebuilt.configs[first.trial] == first.config and rebuilt.ask().trial == first.trial + 1

@@ -25,6 +25,8 @@ def env(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(trial.sdk, "_loaded_step", None)
     monkeypatch.setattr(trial.sdk, "_last_saved_step", None)
+    monkeypatch.setattr(trial.sdk, "_last_report", {})
+    monkeypatch.setattr(trial.sdk, "_swept", set())
     monkeypatch.setattr(trial.sdk, "_hook_installed", True)  # keep pytest's excepthook as it is
 
     def set_env(**values):
@@ -96,6 +98,72 @@ def test_should_checkpoint_every_steps_and_seconds(env, tmp_path, monkeypatch):
     assert trial.should_checkpoint(3)
 
 
+def manifest(tmp_path, step, trial_name="st-0"):
+    return json.loads((tmp_path / "ns/st" / trial_name / str(step) / "MANIFEST.json").read_text())
+
+
+def test_manifest_keeps_the_metrics_reported_at_that_step(env, tmp_path, capsys):
+    env(checkpoint_uri=(tmp_path / "ns/st/st-0").as_uri())
+    trial.report(3, val_loss=0.3, acc=0.9)
+    trial.save_checkpoint({}, 3.0)
+    trial.save_checkpoint({}, 4)                         # nothing reported at 4
+    assert manifest(tmp_path, 3)["metrics"] == {"val_loss": 0.3, "acc": 0.9}
+    assert "metrics" not in manifest(tmp_path, 4)
+
+
+@pytest.mark.parametrize("goal,kept", [("", [2, 5]), ("minimize", [2, 5]), ("maximize", [4, 5])])
+def test_retention_keeps_the_latest_and_the_best(env, tmp_path, capsys, goal, kept):
+    env(checkpoint_uri=(tmp_path / "ns/st/st-0").as_uri(), keep_best=1, objective="loss",
+        objective_goal=goal)
+    for step, loss in ((1, 0.5), (2, 0.1), (3, 0.4), (4, 0.9), (5, 0.3)):
+        trial.report(step, loss=loss)
+        trial.save_checkpoint({"step": step}, step)
+    assert open_store(tmp_path.as_uri()).list_steps("ns/st/st-0") == kept
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("keep_best,goal,words", [("many", "minimize", "RUNG_KEEP_BEST: 'many'"),
+                                                  ("-1", "minimize", "RUNG_KEEP_BEST: '-1'"),
+                                                  ("1", "upwards", "goal: 'upwards'")])
+def test_a_failed_retention_warns_and_the_trial_goes_on(env, tmp_path, capsys, keep_best, goal, words):
+    env(checkpoint_uri=(tmp_path / "ns/st/st-0").as_uri(), keep_best=keep_best, objective="loss",
+        objective_goal=goal, budget=2)
+    trial.save_checkpoint({"a": 1}, 1)
+    trial.save_checkpoint({"a": 2}, 2)
+    assert trial.load_checkpoint() == {"a": 2}
+    assert open_store(tmp_path.as_uri()).list_steps("ns/st/st-0") == [1, 2]
+    lines = capsys.readouterr().err.splitlines()   # one line per failed prune
+    assert len(lines) == 2 and all(l.startswith("rung: warning: checkpoint retention failed") for l in lines)
+    assert words in lines[0]
+
+
+def test_a_store_fault_in_housekeeping_does_not_fail_the_save(env, tmp_path, capsys, monkeypatch):
+    from rung.storage import FileStore
+
+    def broken(*args, **kwargs):
+        raise OSError("disk on fire\nsecond line")
+    monkeypatch.setattr(FileStore, "prune", broken)
+    monkeypatch.setattr(FileStore, "abort_incomplete", broken)
+    env(checkpoint_uri=(tmp_path / "ns/st/st-0").as_uri(), keep_best=0)
+    trial.save_checkpoint({"a": 1}, 1)
+    assert trial.load_checkpoint() == {"a": 1}
+    assert capsys.readouterr().err.splitlines() == [
+        "rung: warning: aborting cut-off uploads failed, going on: OSError: disk on fire second line",
+        "rung: warning: checkpoint retention failed, going on: OSError: disk on fire second line"]
+
+
+def test_cut_off_writes_are_removed_before_the_first_save_only(env, tmp_path):
+    env(checkpoint_uri=(tmp_path / "ns/st/st-0").as_uri())
+    leftover = tmp_path / "ns/st/st-0/7/.state.pkl.0123abcd.tmp"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"a killed predecessor's write")
+    trial.save_checkpoint({}, 1)
+    assert not leftover.exists()
+    leftover.write_bytes(b"once per process: a later save leaves it")
+    trial.save_checkpoint({}, 2)
+    assert leftover.exists()
+
+
 # --- trainables as processes -------------------------------------------------------------
 
 def run(tmp_path, module, params=None, budget=None, trial_name="st-0", ckpt=True, extra=None):
@@ -154,6 +222,14 @@ def test_count_steps_failure_keeps_periodic_checkpoints(tmp_path):
     assert [int(l.split()[1]) for l in log.read_text().splitlines()] == [1, 2, 3, 4, 5] + [5, 6, 7, 8, 9]
     rc, _, _, _ = run(tmp_path, "count_steps", {"x": 0.1}, 2, "st-1", extra={"COUNT_STEPS_FAIL_AT": "1"})
     assert rc == 1
+
+
+def test_count_steps_prunes_its_own_checkpoints(tmp_path):
+    extra = {C.ENV_CHECKPOINT_EVERY_STEPS: "2", C.ENV_KEEP_BEST: "1", C.ENV_OBJECTIVE: "loss"}
+    rc, _, _, err = run(tmp_path, "count_steps", {"x": 0.5}, 3, extra=extra)
+    assert rc == 0 and err == "" and steps(tmp_path) == [3]   # loss falls with steps: 3 is both
+    rc, _, _, err = run(tmp_path, "count_steps", {"x": 0.5}, 9, extra=extra)
+    assert rc == 0 and err == "" and steps(tmp_path) == [9]
 
 
 def test_by_hand_without_any_variables(tmp_path):

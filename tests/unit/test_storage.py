@@ -138,3 +138,70 @@ def test_trial_uri_round_trip(tmp_path):
     assert root.load_latest("default/mlp/mlp-3") == (2, {"s": b"x"})
     with pytest.raises(InputError):
         trial_uri(tmp_path.as_uri(), "default", "../x", "t")
+
+
+# --- retention and cut-off writes ------------------------------------------------------------
+
+def state_reads(store, monkeypatch):
+    """A function listing the keys, other than manifests, the store reads from now on."""
+    reads, get = [], store._get
+
+    def counting_get(key):
+        reads.append(key)
+        return get(key)
+    monkeypatch.setattr(store, "_get", counting_get)
+    return lambda: [k for k in reads if not k.endswith("/MANIFEST.json")]
+
+
+def test_manifest_records_metrics(store):
+    store.save(P, 1, {"s": b"x"})
+    store.save(P, 3, {"s": b"x"}, metrics={"val_loss": 0.25, "acc": 1, "bad": math.inf})
+    assert "metrics" not in json.loads((step_dir(store, 1) / "MANIFEST.json").read_text())
+    manifest = json.loads((step_dir(store, 3) / "MANIFEST.json").read_text())
+    assert manifest["metrics"] == {"val_loss": 0.25, "acc": 1}  # strict JSON: no Infinity
+
+
+@pytest.mark.parametrize("goal,best", [("minimize", 3), ("maximize", 9)])
+def test_prune_keeps_latest_and_best_by_manifest_metrics(store, monkeypatch, goal, best):
+    for step, acc in ((1, 0.5), (3, 0.1), (9, 0.9), (27, 0.4)):
+        store.save(P, step, {"s": str(step).encode()}, metrics={"acc": acc})
+    store.save(P, 2, {"s": b"old"})                     # an old manifest: no metrics, unranked
+    (step_dir(store, 81)).mkdir()
+    (step_dir(store, 81) / "s").write_bytes(b"in progress")  # unsealed, above the latest
+    reads = state_reads(store, monkeypatch)
+    removed = store.prune(P, keep_best=1, objective="acc", goal=goal)
+    assert reads() == []                                 # decided from manifests and a listing
+    assert store.list_steps(P) == sorted({best, 27}) and (step_dir(store, 81) / "s").exists()
+    assert removed == sorted({1, 2, 3, 9} - {best})
+    assert store.prune(P, keep_best=1, objective="acc", goal=goal) == []  # nothing left to do
+
+
+def test_prune_does_not_count_a_checkpoint_with_a_wrong_size_as_latest(store, monkeypatch):
+    for step in (1, 3, 9):
+        store.save(P, step, {"s": str(step).encode()})
+    (step_dir(store, 9) / "s").write_bytes(b"rot")       # the newest sealed one is damaged
+    reads = state_reads(store, monkeypatch)
+    assert store.prune(P) == [1] and reads() == []
+    assert store.load_latest(P) == (3, {"s": b"3"})
+
+
+def test_prune_refuses_what_it_cannot_rank(store):
+    store.save(P, 1, {"s": b"x"}, metrics={"loss": 1})
+    with pytest.raises(InputError, match="goal"):
+        store.prune(P, goal="lowest")
+    with pytest.raises(InputError, match="objective"):
+        store.prune(P, keep_best=1)
+    assert store.prune(P, keep_best=1, objective="loss") == []
+
+
+def test_abort_incomplete_removes_leftover_temp_files(store):
+    store.save(P, 1, {"s": b"x"})
+    store.save(P + "0", 1, {"s": b"x"})                  # a sibling sharing the name's start
+    for trial in (P, P + "0"):
+        (store.root / trial / "1" / ".s.0123abcd.tmp").write_bytes(b"cut off")
+    (step_dir(store, 3)).mkdir()
+    (step_dir(store, 3) / ".state.pkl.feed.tmp").write_bytes(b"cut off")
+    assert store.abort_incomplete(P) == 2
+    assert not list((store.root / P).rglob(".*")) and store.load_latest(P) == (1, {"s": b"x"})
+    assert (store.root / (P + "0") / "1" / ".s.0123abcd.tmp").exists()
+    assert store.abort_incomplete(P) == 0

@@ -1,6 +1,6 @@
 """Models of Rung's custom resources and the loader that turns manifests into them."""
 
-from rung.api.study import ALGORITHMS, API_VERSION, Study, StudySpec
+from rung.api.study import ALGORITHMS, API_VERSION, MUTABLE_SPEC, Study, StudySpec
 from rung.api.load import load_study, parse_study
 
-__all__ = ["ALGORITHMS", "API_VERSION", "Study", "StudySpec", "load_study", "parse_study"]
+__all__ = ["ALGORITHMS", "API_VERSION", "MUTABLE_SPEC", "Study", "StudySpec", "load_study", "parse_study"]

@@ -18,6 +18,12 @@ ALGORITHMS = (
     "sha", "hyperband", "asha", "asha-stop", "bohb", "async-bohb", "median-stop",
 )
 
+# Spec fields a Study may change once it exists; edits take effect from the next segment.
+# Everything else decides which trials the Study makes, or where their checkpoints are:
+# the CRD refuses changes to it (CEL transition rules) and `rung run` refuses a results
+# folder whose Study differs in it.
+MUTABLE_SPEC = ("limits", "trial", "checkpoints.secretRef", "checkpoints.keepBest", "checkpoints.retain")
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 

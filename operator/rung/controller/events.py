@@ -5,25 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from kubernetes.client import ApiClient, ApiException, CoreV1Api
+from rung.kube.api import Kube, message_of, path
 
 log = logging.getLogger(__name__)
 
 
-def post_event(api_client: ApiClient, body: dict, type_: str, reason: str, message: str) -> None:
-    meta = body["metadata"]
-    stamp = dt.datetime.now(dt.timezone.utc)
+def post_event(kube: Kube, obj: dict, type_: str, reason: str, message: str) -> None:
+    """One Event about `obj`. A courtesy: a failure is logged, never raised."""
+    meta = obj["metadata"]
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     event = {
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": body.get("apiVersion", "rung.dev/v1alpha1"),
-                           "kind": body.get("kind", "Study"), "name": meta["name"],
+        "involvedObject": {"apiVersion": obj.get("apiVersion", "rung.dev/v1alpha1"),
+                           "kind": obj.get("kind", "Study"), "name": meta["name"],
                            "namespace": meta["namespace"], "uid": meta["uid"]},
         "type": type_, "reason": reason, "message": message[:1024],
-        "firstTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"), "lastTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "firstTimestamp": stamp, "lastTimestamp": stamp,
         "count": 1, "source": {"component": "rung-operator"}, "reportingComponent": "rung-operator",
     }
     try:
-        CoreV1Api(api_client).create_namespaced_event(meta["namespace"], event)
-    except ApiException as e:   # an Event is a courtesy; never fail the loop over one
-        log.warning("cannot post event %s for %s: %s", reason, meta["name"], e.reason)
+        kube.request("POST", path("events", meta["namespace"]), body=event)
+    except Exception as e:
+        log.warning("cannot post event %s for %s: %s", reason, meta["name"], message_of(e))

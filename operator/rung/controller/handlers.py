@@ -1,54 +1,48 @@
-"""kopf handlers: thin, one per event, calling plain code in rung.controller.worker.
+"""kopf handlers: thin, one per event, calling rung.controller.manager.
 
-Event handlers keep no state on the objects. The one exception is deletion: a Study whose
-checkpoints are not retained gets kopf's finalizer, so its checkpoints are removed before
-it goes; after a few failed tries the finalizer is released anyway (deletion is never
-blocked for good while the operator runs).
+The Controller lives in kopf's memo (set up at startup, stopped at cleanup). Event
+handlers keep no state on the objects; the one exception is deletion: a Study whose
+checkpoints are not retained gets kopf's finalizer, so its pods are stopped and then its
+checkpoints removed before it goes. After a few failed tries the finalizer is released
+anyway: deletion is never blocked for good while the operator runs.
 """
 
 from __future__ import annotations
 
 import kopf
 
-from rung.controller.worker import OperatorConfig, Workers
-from rung.runtime.kubernetes import STUDY_LABEL
-
-WORKERS: Workers | None = None
-
-
-def configure(config: OperatorConfig) -> None:
-    global WORKERS
-    WORKERS = Workers(config)
+from rung.controller.manager import Controller, PodsRemain
+from rung.kube.api import Kube, api_client
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, **_):
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.posting.enabled = False          # our own Events say what happened
     settings.watching.server_timeout = 300
+    memo.controller = Controller(Kube(api_client()), memo.config)
+    memo.controller.start()
+
+
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_):
+    memo.controller.stop()
 
 
 @kopf.on.event("rung.dev", "v1alpha1", "studies")
-def study_event(event, body, **_):
+def study_event(event, body, memo: kopf.Memo, **_):
     if event.get("type") == "DELETED":
-        WORKERS.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
+        memo.controller.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
     else:
-        WORKERS.ensure(dict(body))
+        memo.controller.observe(dict(body))
 
 
 def _checkpoints_to_delete(spec, **_) -> bool:
     return not (spec.get("checkpoints") or {}).get("retain", False)
 
 
-@kopf.on.delete("rung.dev", "v1alpha1", "studies", when=_checkpoints_to_delete, retries=5, backoff=3)
-def delete_checkpoints(body, **_):
-    WORKERS.delete_checkpoints(dict(body))
-
-
-@kopf.on.event("", "v1", "pods", labels={STUDY_LABEL: kopf.PRESENT})
-def pod_event(body, **_):
-    WORKERS.wake(body["metadata"]["namespace"], body["metadata"]["labels"][STUDY_LABEL])
-
-
-@kopf.on.cleanup()
-def cleanup(**_):
-    WORKERS.stop_all()
+@kopf.on.delete("rung.dev", "v1alpha1", "studies", when=_checkpoints_to_delete, retries=40, backoff=3)
+def delete_checkpoints(body, memo: kopf.Memo, **_):
+    try:
+        memo.controller.delete_study(dict(body))
+    except PodsRemain as e:
+        raise kopf.TemporaryError(str(e), delay=2)

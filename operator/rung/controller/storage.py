@@ -1,5 +1,6 @@
-"""A Study's checkpoint store as the operator sees it: probed before segments start,
-pruned as trials end (retention), emptied when the Study is deleted.
+"""A Study's checkpoint store as the operator sees it: probed before new segments start,
+emptied when the Study is deleted. (Retention runs in the trials themselves, next to
+their checkpoints: see rung.trial.)
 
 The operator reaches the store with the credentials of the Study's Secret
 (spec.checkpoints.secretRef), read when needed and never copied into any object.
@@ -8,31 +9,27 @@ The operator reaches the store with the credentials of the Study's Secret
 from __future__ import annotations
 
 import base64
-import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-
-from kubernetes import client
 
 from rung.api import Study
-from rung.runtime.records import TrialDoc
+from rung.kube.api import Kube, message_of, path, status_of
 from rung.storage import open_store
 from rung.storage.base import CheckpointStore, StoreUnavailable
 
-log = logging.getLogger(__name__)
+PROBE_OK_EVERY, PROBE_FAILED_EVERY = 60.0, 5.0   # seconds between probes of a store that answered / did not
 
 
-def secret_env(core: client.CoreV1Api, namespace: str, secret: str | None) -> dict[str, str]:
+def secret_env(kube: Kube, namespace: str, secret: str | None) -> dict[str, str]:
     if not secret:
         return {}
     try:
-        data = core.read_namespaced_secret(secret, namespace).data or {}
-    except client.ApiException as e:
-        if e.status == 404:
+        data = kube.request("GET", path("secrets", namespace, secret)).get("data") or {}
+    except Exception as e:
+        if status_of(e) == 404:
             raise StoreUnavailable("spec.checkpoints.secretRef",
                                    f"Secret {secret!r} does not exist in namespace {namespace!r}",
                                    "create it (endpoint and credentials)", transient=True) from None
-        raise StoreUnavailable("spec.checkpoints.secretRef", f"cannot read Secret {secret!r}: {e.reason}",
+        raise StoreUnavailable("spec.checkpoints.secretRef", f"cannot read Secret {secret!r}: {message_of(e)}",
                                "let the operator read it (RBAC)", transient=True) from None
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
@@ -47,46 +44,28 @@ def open_study_store(root: str, env: dict[str, str]) -> CheckpointStore:
 
 
 class StudyStore:
-    def __init__(self, core: client.CoreV1Api, study: Study, root: str, probe_every: float = 5.0):
-        self.core, self.study, self.root, self.probe_every = core, study, root, probe_every
+    def __init__(self, kube: Kube, study: Study, root: str, clock=time.monotonic):
+        self.kube, self.study, self.root, self.clock = kube, study, root, clock
         self.prefix = f"{study.metadata.namespace}/{study.name}"
-        self._probed, self._answer = -1e9, ""
-        self._pruner: ThreadPoolExecutor | None = None   # started by the first retain()
+        self._next_probe, self._answer = -1e9, ""
 
     def store(self) -> CheckpointStore:
-        return open_study_store(self.root, secret_env(self.core, self.study.metadata.namespace,
+        return open_study_store(self.root, secret_env(self.kube, self.study.metadata.namespace,
                                                       self.study.spec.checkpoints.secret_ref))
 
     def gate(self) -> str:
-        """"" when new segments may start, else why not (probed at most every few seconds)."""
-        if time.monotonic() - self._probed >= self.probe_every:
-            self._probed = time.monotonic()
+        """"" when new segments may start, else why not. Probes (a Secret read and one
+        listing) at most every minute while the store answers, every few seconds while not."""
+        if self.clock() >= self._next_probe:
             try:
                 self.store().check()
                 self._answer = ""
             except StoreUnavailable as e:
                 self._answer = e.line()
+            self._next_probe = self.clock() + (PROBE_FAILED_EVERY if self._answer else PROBE_OK_EVERY)
         return self._answer
 
-    def retain(self, trial: TrialDoc) -> None:
-        """Keep the trial's latest sealed checkpoint and its keepBest best; in the background."""
-        losses = {step: loss for seg in trial.segments for step, loss in seg.curve}
-        if self._pruner is None:
-            self._pruner = ThreadPoolExecutor(1, thread_name_prefix=f"retention-{self.study.name}")
-        self._pruner.submit(self._prune, f"{self.prefix}/{trial.name}", losses)
-
-    def _prune(self, prefix: str, losses: dict[float, float]) -> None:
-        try:
-            removed = self.store().prune(prefix, keep_latest=1, keep_best=self.study.spec.checkpoints.keep_best,
-                                         loss_of=lambda _, step: losses.get(step))
-            if removed:
-                log.debug("retention: %s: removed steps %s", prefix, removed)
-        except Exception as e:   # retention is housekeeping: never disturb the Study over it
-            log.warning("retention of %s failed: %s", prefix, e)
-
     def delete_all(self) -> None:
+        """Every checkpoint of the Study, and uploads cut off midway. Call it only once no
+        pod of the Study runs: a late save would bring checkpoints back."""
         self.store().delete_study(self.prefix)
-
-    def close(self) -> None:
-        if self._pruner is not None:
-            self._pruner.shutdown(wait=True)

@@ -1,10 +1,11 @@
 """The runtime interface: where trial segments run (local processes, Kubernetes pods).
 
 The Study loop (rung.runtime.loop) talks only to this interface. A runtime starts a
-segment from a SegmentSpec, and `poll()` hands back what happened since the last poll:
-live Reports and, once per segment, a Finished event whose outcome says whose fault an
-end was (the trial's own error counts toward maxFailedTrials; an infrastructure loss is
-restarted from the last sealed checkpoint).
+segment attempt from a SegmentSpec; `poll()` hands back live Reports and an Ended event
+per attempt, whose outcome says whose fault an end was (the trial's own error counts
+toward maxFailedTrials; an infrastructure loss is restarted from the last sealed
+checkpoint). An Ended event comes back from every poll until the loop has recorded it
+and called `release()`, so a result is never lost between the two.
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ class SegmentSpec:
     checkpoint_uri: str            # this trial's checkpoint prefix (rung.storage.trial_uri)
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)   # spec.trial.env
-    attempt: int = 0               # restarts of this segment after a crash or a loss
+    attempt: int = 0               # restarts of this segment after a loss
+    image: str | None = None       # spec.trial.image (pods only; None: the operator's default)
+    resources: dict[str, str] = field(default_factory=dict)   # spec.trial.resources (pods only)
+    objective: str = ""            # the objective metric, and its goal, for checkpoint retention
+    goal: str = "minimize"
+    keep_best: int | None = None   # spec.checkpoints.keepBest (None: keep every checkpoint)
 
     @property
     def name(self) -> str:
@@ -69,6 +75,9 @@ def contract_env(spec: SegmentSpec, result_file: str) -> dict[str, str]:
         C.ENV_CHECKPOINT_URI: spec.checkpoint_uri,
         C.ENV_RESULT_FILE: result_file,
     }
+    if spec.keep_best is not None:
+        env.update({C.ENV_KEEP_BEST: str(spec.keep_best), C.ENV_OBJECTIVE: spec.objective,
+                    C.ENV_OBJECTIVE_GOAL: spec.goal})
     return {**env, **spec.env}
 
 
@@ -86,7 +95,7 @@ def parse_report_line(line: str) -> tuple[float, dict] | None:
     return step, {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     SUCCEEDED = "succeeded"   # exited 0
     FAILED = "failed"         # the trial's own error (non-zero exit, cannot start, ...)
     LOST = "lost"             # infrastructure loss (eviction, preemption, node loss)
@@ -105,8 +114,8 @@ class Report:
 
 
 @dataclass(frozen=True)
-class Finished:
-    """A segment ended. `result` is the result file's JSON ({"step", "metrics"}) if any."""
+class Ended:
+    """A segment attempt ended. `result` is the result file's JSON ({"step", "metrics"}) if any."""
 
     trial: str
     segment: int
@@ -120,8 +129,26 @@ class Finished:
     def name(self) -> str:
         return segment_name(self.trial, self.segment)
 
+    @property
+    def run_name(self) -> str:
+        return run_name(self.name, self.attempt)
 
-Event = Report | Finished
+
+Event = Report | Ended
+
+
+class Refused(Exception):
+    """Where segments run refused to start one for now: a quota, an admission policy,
+    throttling, an API server that errs or cannot be reached. Never the trial's fault: the
+    Study holds (the message says why) and the start is tried again later. `cause` is a
+    short CamelCase reason (QuotaExceeded, AdmissionDenied, Throttled, ...)."""
+
+    def __init__(self, cause: str, problem: str, fix: str = "it is retried with backoff"):
+        self.cause, self.problem, self.fix = cause, problem, fix
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        return f"{self.problem}; {self.fix}"
 
 
 class Runtime(ABC):
@@ -129,11 +156,24 @@ class Runtime(ABC):
 
     @abstractmethod
     def start(self, spec: SegmentSpec) -> None:
-        """Start a segment. Failing to start is reported later as a Finished event."""
+        """Start a segment attempt. A start the trial cannot recover from (a command that
+        does not exist) is an Ended(FAILED) event later; one the cluster refuses for now
+        raises Refused."""
 
     @abstractmethod
-    def poll(self) -> list[Event]:
-        """Events since the last poll; a segment's Reports come before its Finished."""
+    def poll(self, replay: bool = False) -> list[Event]:
+        """New live Reports, and an Ended event (after all of that attempt's Reports) for
+        every attempt that ended and was not released yet. `replay`: the loop has rebuilt
+        its state; hand back every Report of attempts still running, not only new ones."""
+
+    def release(self, run: str) -> None:
+        """The loop has recorded the end of attempt `run` (or has no use for it): forget it."""
+
+    def gone(self, run: str) -> bool:
+        """True when attempt `run` surely does not exist now: asked before an attempt the
+        loop did not start itself is replaced by a new one. A runtime whose view may lag
+        (a watch) looks it up."""
+        return run not in self.running()
 
     @abstractmethod
     def stop(self, name: str) -> None:
@@ -141,8 +181,9 @@ class Runtime(ABC):
 
     @abstractmethod
     def running(self) -> set[str]:
-        """Run names (SegmentSpec.run_name) of attempts whose Finished event has not been
-        handed out by poll() yet."""
+        """Run names (SegmentSpec.run_name) of attempts that exist and were not released:
+        running, on their way, or ended but not released. The loop starts the current
+        attempt of a running segment only when it is not among them."""
 
     def close(self) -> None:
         """Release the runtime (shutdown, Ctrl-C). Segments that cannot outlive it (local

@@ -3,26 +3,35 @@
 One pod per segment attempt, named `<trial>-s<segment>` (`-r<attempt>` for restarts),
 owned by its Trial. Trial pods need no Kubernetes permissions: inputs are environment
 variables, the segment's result comes back as the container's termination message, and
-`@rung` stdout lines (pod logs) carry the learning curve. Every poll LISTs the Study's
-pods that are not yet marked handled, so the runtime keeps no state that a restart loses.
+`@rung` stdout lines (the pod's log, read incrementally) carry the learning curve.
+
+The runtime reads pods from the operator's shared watch (an ObjectCache of the pods that
+carry a Study label and no `rung.dev/handled` label), never by polling the API. An ended
+pod is reported on every poll until the loop has recorded its result and released it;
+only then is it labelled handled, which takes it out of the watch. So a result can be
+recorded late, but never lost, and a restarted operator finds every pod it has not
+recorded yet.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from kubernetes.client import ApiException, CoreV1Api
-
-from rung.runtime.base import (Event, Finished, Outcome, Report, Runtime, SegmentSpec, contract_env,
+from rung.kube.api import Kube, message_of, path, refusal, status_of
+from rung.kube.informer import STUDY_LABEL, ObjectCache
+from rung.runtime.base import (Ended, Event, Outcome, Refused, Report, Runtime, SegmentSpec, contract_env,
                                parse_report_line)
 from rung.trial import contract as C
 
 log = logging.getLogger(__name__)
 
-STUDY_LABEL, TRIAL_LABEL = "rung.dev/study", "rung.dev/trial"
-SEGMENT_LABEL, ATTEMPT_LABEL, HANDLED_LABEL = "rung.dev/segment", "rung.dev/attempt", "rung.dev/handled"
+TRIAL_LABEL, SEGMENT_LABEL, ATTEMPT_LABEL = "rung.dev/trial", "rung.dev/segment", "rung.dev/attempt"
+HANDLED_LABEL = "rung.dev/handled"
+POD_SELECTOR = f"{STUDY_LABEL},!{HANDLED_LABEL}"
 
 # Waiting reasons that will not go away by themselves: the trial fails with this reason.
 _STUCK = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
@@ -30,89 +39,126 @@ _STUCK = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImage
 # Pod-level reasons of an infrastructure loss: the segment restarts, it is not the trial's fault.
 _LOST_REASONS = {"Evicted", "Preempting", "Shutdown", "NodeShutdown", "NodeLost", "Terminated",
                  "UnexpectedAdmissionError", "OutOfcpu", "OutOfmemory"}
+LOG_LIMIT = 4 * 1024 * 1024   # bytes of log read per request: a chatty trial cannot flood the operator
+EXPECT_SECONDS = 60.0          # a created pod the watch has not shown by then is looked up
+REPORT_EVERY = 2.0             # seconds between log reads of a running pod (stop-based schedulers)
+
+
+@dataclass
+class _Pod:
+    """What the runtime knows of one attempt's pod."""
+    trial: str
+    segment: int
+    attempt: int
+    reports: list[Report] = field(default_factory=list)
+    log_since: str | None = None     # timestamp of the last log line read
+    log_read: float = -1e9           # when it was last read (monotonic)
+    ended: Ended | None = None
 
 
 class KubernetesRuntime(Runtime):
-    def __init__(self, core: CoreV1Api, namespace: str, study: str, *, image: str,
-                 owner: Callable[[str], dict | None], resources: dict[str, str] | None = None,
-                 volumes: list[tuple[dict, dict]] = (), secret_env: str | None = None,
-                 live_reports: bool = False, stop_grace: int = 5):
+    def __init__(self, kube: Kube, pods: ObjectCache, namespace: str, study: str, *, default_image: str,
+                 owner: Callable[[str], dict | None], volumes: list[tuple[dict, dict]] = (),
+                 secret_env: str | None = None, live_reports: bool = False, stop_grace: int = 5,
+                 clock: Callable[[], float] = time.monotonic):
         """`owner(trial_name)` gives the ownerReference of a trial's pods; `volumes` are
         (volume, mount) pairs every trial pod gets (e.g. a hostPath for file:// checkpoints);
         `secret_env` names a Secret whose keys become environment variables (the object
         store's endpoint and credentials: never written into a spec or status);
-        `live_reports` reads running pods' logs each poll (only stop-based schedulers need it)."""
-        self.core, self.namespace, self.study, self.image = core, namespace, study, image
-        self.owner, self.resources, self.volumes = owner, resources or {}, list(volumes)
-        self.secret_env = secret_env
-        self.live_reports, self.stop_grace = live_reports, stop_grace
-        self._identity: dict[str, tuple[str, int, int]] = {}   # run name -> (trial, segment, attempt)
-        self._failed_starts: list[Finished] = []
-        self._stopping: set[str] = set()               # run names we asked to stop
-        self._handled: set[str] = set()                # reported; labelled handled at the next poll
-        self._live: set[str] = set()                   # run names not yet reported, as of the last poll
+        `live_reports` reads running pods' logs (only stop-based schedulers need it)."""
+        self.kube, self.pods, self.namespace, self.study = kube, pods, namespace, study
+        self.default_image, self.owner, self.volumes = default_image, owner, list(volumes)
+        self.secret_env, self.live_reports, self.stop_grace, self.clock = secret_env, live_reports, stop_grace, clock
+        self._known: dict[str, _Pod] = {}         # run name -> attempts seen in the watch, not released
+        self._expected: dict[str, float] = {}     # created, not yet in the watch -> when
+        self._unstartable: dict[str, Ended] = {}  # the API refused the pod itself (invalid)
+        self._released: dict[str, bool] = {}      # recorded by the loop -> labelled handled yet
+        self._stopping: set[str] = set()
+        self._refused: Refused | None = None      # the last refusal, and when to try again
+        self._retry_at, self._backoff = 0.0, 0.0
 
     # ---- the interface ----------------------------------------------------------------
     def start(self, spec: SegmentSpec) -> None:
-        self._identity[spec.run_name] = (spec.trial, spec.segment, spec.attempt)
+        now = self.clock()
+        if self._refused is not None and now < self._retry_at:
+            raise self._refused
         try:
-            self.core.create_namespaced_pod(self.namespace, self.pod(spec))
-        except ApiException as e:
-            if e.status != 409:   # 409: this attempt exists already (an earlier life created it)
-                self._failed_starts.append(Finished(spec.trial, spec.segment, Outcome.FAILED, None, None,
-                                                    f"cannot create pod {spec.run_name}: {_api_reason(e)}",
-                                                    spec.attempt))
-                return
-        self._live.add(spec.run_name)
+            self.kube.request("POST", path("pods", self.namespace), body=self.pod(spec))
+        except Exception as e:
+            if status_of(e) != 409:   # 409: it exists already (created before a crash, or a lost answer)
+                refused = refusal(e)
+                if refused is None:   # the pod itself is invalid: the trial cannot run as specified
+                    self._unstartable[spec.run_name] = Ended(
+                        spec.trial, spec.segment, Outcome.FAILED, None, None,
+                        f"cannot create pod {spec.run_name}: {message_of(e)}", spec.attempt)
+                    return
+                self._backoff = min(max(1.0, 2 * self._backoff), 30.0)
+                self._retry_at = now + self._backoff
+                self._refused = Refused(refused.cause, f"{refused.problem} (pod {spec.run_name})",
+                                        f"retrying in {self._backoff:.0f} s")
+                raise self._refused from None
+        self._refused, self._backoff = None, 0.0
+        self._expected[spec.run_name] = now
 
-    def poll(self) -> list[Event]:
-        self._label_handled()
-        events: list[Event] = list(self._failed_starts)
-        self._failed_starts = []
-        seen = set()
-        for pod in self._list():
-            name = pod.metadata.name
-            seen.add(name)
-            self._identity[name] = _identity(pod)
-            if name in self._handled:
-                continue
-            ended = self._outcome(pod)
-            if ended is None:
-                if self.live_reports and pod.status.phase == "Running":
-                    events += self._reports(pod)
-                continue
-            events += self._reports(pod)
-            events.append(ended)
-            self._handled.add(name)
-        # A pod that vanished without ending (deleted, garbage collected with its node) is an
-        # infrastructure loss, unless we asked it to stop.
-        for name in sorted(self._live - seen):
-            who = self._identity.get(name)
-            if who is not None:
+    def poll(self, replay: bool = False) -> list[Event]:
+        self._label_released()
+        pods = self.pods.snapshot((self.namespace, self.study))
+        events: list[Event] = []
+        for name, pod in pods.items():
+            if name in self._released:
+                continue   # recorded; its handled label is on its way
+            self._expected.pop(name, None)
+            known = self._known.get(name)
+            if known is None:
+                known = self._known[name] = _Pod(*_identity(pod))
+            if known.ended is None:
+                events += self._update(name, known, pod, replay)
+        for name in [n for n in self._known if n not in pods and n not in self._released]:
+            known = self._known[name]
+            if known.ended is None:   # gone without ending: deleted, or lost with its node
                 stopped = name in self._stopping
-                events.append(Finished(*who[:2], Outcome.STOPPED if stopped else Outcome.LOST,
-                                       None, None, "" if stopped else f"pod {name} was deleted", who[2]))
-        self._live = seen - self._handled
-        return events
+                known.ended = Ended(known.trial, known.segment, Outcome.STOPPED if stopped else Outcome.LOST,
+                                    None, None, "" if stopped else f"pod {name} was deleted", known.attempt)
+        self._check_expected()
+        # Every end not yet released, each after its reports: the loop may not have recorded it.
+        for known in self._known.values():
+            if known.ended is not None:
+                events += known.reports + [known.ended]
+        return events + list(self._unstartable.values())
+
+    def release(self, run: str) -> None:
+        self._known.pop(run, None)
+        self._unstartable.pop(run, None)
+        self._stopping.discard(run)
+        self._released.setdefault(run, False)
+
+    def gone(self, run: str) -> bool:
+        if run in self.running():
+            return False
+        try:
+            self.kube.request("GET", path("pods", self.namespace, run))
+        except Exception as e:
+            if status_of(e) == 404:
+                return True
+            raise
+        self._expected[run] = self.clock()   # there, and the watch has not shown it yet
+        return False
 
     def stop(self, name: str) -> None:
-        for run in [r for r in self._live if r == name or r.startswith(f"{name}-r")]:
+        for run in [r for r in self.running() if r == name or r.startswith(f"{name}-r")]:
+            known = self._known.get(run)
+            if known is not None and known.ended is not None:
+                continue   # over already: its end stands (and its pod keeps its log)
             self._stopping.add(run)
             self._delete(run)
 
     def running(self) -> set[str]:
-        pods = self._list()
-        self._identity.update({p.metadata.name: _identity(p) for p in pods})
-        self._live = {p.metadata.name for p in pods} - self._handled
-        return set(self._live)
+        pods = self.pods.snapshot((self.namespace, self.study))
+        return ((set(pods) - set(self._released)) | set(self._expected) | set(self._unstartable)
+                | {n for n, k in self._known.items() if k.ended is not None})
 
     def close(self) -> None:
-        """Pods keep running: a restarted operator finds them by their labels."""
-
-    def _list(self) -> list:
-        """This Study's pods not yet marked handled: the level this runtime works from."""
-        return self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"{STUDY_LABEL}={self.study},!{HANDLED_LABEL}").items
+        """Pods keep running: a restarted operator finds them in the watch."""
 
     # ---- pods -------------------------------------------------------------------------
     def pod(self, spec: SegmentSpec) -> dict:
@@ -122,7 +168,7 @@ class KubernetesRuntime(Runtime):
         owner = self.owner(spec.trial)
         container: dict[str, Any] = {
             "name": "trial",
-            "image": self.image,
+            "image": spec.image or self.default_image,
             "imagePullPolicy": "IfNotPresent",
             "command": list(spec.command),
             "env": [{"name": k, "value": v} for k, v in env.items()],
@@ -133,9 +179,9 @@ class KubernetesRuntime(Runtime):
         }
         if self.secret_env:
             container["envFrom"] = [{"secretRef": {"name": self.secret_env}}]
-        if self.resources:
-            container["resources"] = {"requests": dict(self.resources),
-                                      "limits": {k: v for k, v in self.resources.items() if k == "memory"}}
+        if spec.resources:
+            container["resources"] = {"requests": dict(spec.resources),
+                                      "limits": {k: v for k, v in spec.resources.items() if k == "memory"}}
         return {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": spec.run_name, "namespace": self.namespace, "labels": labels,
@@ -146,97 +192,143 @@ class KubernetesRuntime(Runtime):
                      "terminationGracePeriodSeconds": self.stop_grace},
         }
 
-    def _outcome(self, pod) -> Finished | None:
-        """The Finished event of an ended pod, or None while it runs."""
-        name, status = pod.metadata.name, pod.status
+    def _update(self, name: str, known: _Pod, pod: dict, replay: bool) -> list[Report]:
+        """Whether the attempt ended, and the reports of one still running (new ones, or all
+        on replay): an ended one's reports go out with its Ended. The log is read when the
+        pod has ended, and while it runs only for stop-based schedulers."""
+        known.ended = self._outcome(name, pod)
+        running = (pod.get("status") or {}).get("phase") == "Running"
+        due = self.clock() - known.log_read >= REPORT_EVERY
+        fresh = []
+        if known.ended is not None or (self.live_reports and running and due):
+            fresh = self._log_reports(name, known)
+            known.reports += fresh
+        if known.ended is not None:
+            return []
+        return known.reports if replay else fresh
+
+    def _log_reports(self, name: str, known: _Pod) -> list[Report]:
+        query = {"container": "trial", "timestamps": "true", "limitBytes": LOG_LIMIT}
+        if known.log_since:
+            query["sinceTime"] = known.log_since
+        try:
+            text = self.kube.text(path("pods", self.namespace, name, "log"), query)
+        except Exception as e:   # no log (never started, or its node is gone): the result still counts
+            log.debug("no log for pod %s: %s", name, message_of(e))
+            return []
+        known.log_read = self.clock()
+        out = []
+        for line in text.splitlines():
+            stamp, _, rest = line.partition(" ")
+            if known.log_since and _instant(stamp) <= _instant(known.log_since):
+                continue   # sinceTime includes the last line read before
+            known.log_since = stamp
+            parsed = parse_report_line(rest)
+            if parsed:
+                out.append(Report(known.trial, known.segment, *parsed, attempt=known.attempt))
+        return out
+
+    def _outcome(self, name: str, pod: dict) -> Ended | None:
+        """The end of an attempt, or None while it runs."""
+        meta, status = pod["metadata"], pod.get("status") or {}
         trial, segment, attempt = _identity(pod)
         state = _terminated(pod)
-        if name in self._stopping and (state is not None or pod.metadata.deletion_timestamp):
-            return Finished(trial, segment, Outcome.STOPPED, getattr(state, "exit_code", None), attempt=attempt)
-        if status.phase == "Succeeded":
-            return Finished(trial, segment, Outcome.SUCCEEDED, 0, _json(state.message if state else None),
-                            attempt=attempt)
-        going = pod.metadata.deletion_timestamp or _disrupted(pod)
-        if going and state is None and status.phase not in ("Failed", "Unknown"):
+        code = state.get("exitCode") if state else None
+        deleting, phase = bool(meta.get("deletionTimestamp")), status.get("phase")
+        if name in self._stopping and (state is not None or deleting):
+            return Ended(trial, segment, Outcome.STOPPED, code, attempt=attempt)
+        if phase == "Succeeded":
+            return Ended(trial, segment, Outcome.SUCCEEDED, 0, _json(state.get("message") if state else None),
+                         attempt=attempt)
+        disrupted = _disrupted(status)
+        if (deleting or disrupted) and state is None and phase not in ("Failed", "Unknown"):
             return None   # still running: a restart now would train beside it, so wait for its end
-        if pod.metadata.deletion_timestamp:
-            return Finished(trial, segment, Outcome.LOST, getattr(state, "exit_code", None), None,
-                            f"pod {name} was deleted", attempt)
-        if _disrupted(pod):
-            return Finished(trial, segment, Outcome.LOST, getattr(state, "exit_code", None), None,
-                            f"pod {name}: {status.reason or 'DisruptionTarget'}: {status.message or ''}".strip(),
-                            attempt)
-        if status.phase == "Failed":
-            code = getattr(state, "exit_code", None)
-            message = (state.message or "").strip() if state else ""
+        if deleting:
+            return Ended(trial, segment, Outcome.LOST, code, None, f"pod {name} was deleted", attempt)
+        if disrupted:
+            why = f"{status.get('reason') or 'DisruptionTarget'}: {status.get('message') or ''}".strip()
+            return Ended(trial, segment, Outcome.LOST, code, None, f"pod {name}: {why}", attempt)
+        if phase == "Failed":
+            message = (state.get("message") or "").strip() if state else ""
             result = _json(message)
             if result is not None:
                 message = str(result.get("error") or "")
-            why = state.reason if state and state.reason not in (None, "Error") else f"exited with code {code}"
-            return Finished(trial, segment, Outcome.FAILED, code, result,
-                            f"{why}: {_last_line(message)}" if message else why, attempt)
-        for cs in status.container_statuses or []:
-            waiting = cs.state.waiting if cs.state else None
-            if waiting and waiting.reason in _STUCK:
-                self._delete(name)
-                return Finished(trial, segment, Outcome.FAILED, None, None,
-                                f"{waiting.reason}: {waiting.message or cs.image}", attempt)
+            reason = state.get("reason") if state else None
+            why = reason if reason not in (None, "Error") else f"exited with code {code}"
+            return Ended(trial, segment, Outcome.FAILED, code, result,
+                         f"{why}: {_last_line(message)}" if message else why, attempt)
+        for cs in status.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting")
+            if waiting and waiting.get("reason") in _STUCK:
+                self._delete(name, quiet=True)
+                return Ended(trial, segment, Outcome.FAILED, None, None,
+                             f"{waiting['reason']}: {waiting.get('message') or cs.get('image')}", attempt)
         return None
 
-    def _reports(self, pod) -> list[Report]:
-        try:
-            text = self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace, container="trial")
-        except ApiException:
-            return []   # no log (never started, or the node is gone)
-        trial, segment, attempt = _identity(pod)
-        out = []
-        for line in text.splitlines():
-            parsed = parse_report_line(line)
-            if parsed:
-                out.append(Report(trial, segment, *parsed, attempt=attempt))
-        return out
-
-    def _label_handled(self) -> None:
-        """Mark reported pods (their results are recorded by now) so no LIST returns them again."""
-        retry = set()
-        for name in sorted(self._handled):
+    def _check_expected(self) -> None:
+        """A created pod the watch has not shown for long is looked up: still there (the
+        watch lags) or gone (deleted before the watch saw it; the loop starts anew)."""
+        now = self.clock()
+        for name in [n for n, since in self._expected.items() if now - since >= EXPECT_SECONDS]:
+            del self._expected[name]
             try:
-                self.core.patch_namespaced_pod(name, self.namespace,
-                                               {"metadata": {"labels": {HANDLED_LABEL: "true"}}})
-            except ApiException as e:
-                if e.status != 404:
-                    log.warning("cannot label pod %s handled: %s", name, _api_reason(e))
-                    retry.add(name)
-        self._handled = retry
+                self.gone(name)   # puts it back if it is there
+            except Exception as e:
+                self._expected[name] = now
+                log.warning("cannot look up pod %s: %s", name, message_of(e))
 
-    def _delete(self, name: str) -> None:
+    def _label_released(self) -> None:
+        """Mark recorded pods handled, so the watch lets go of them (a failure is retried)."""
+        pods = self.pods.snapshot((self.namespace, self.study))
+        for name in list(self._released):
+            if name not in pods:
+                del self._released[name]   # out of the watch: done
+            elif not self._released[name]:
+                try:
+                    self.kube.request("PATCH", path("pods", self.namespace, name), merge_patch=True,
+                                      body={"metadata": {"labels": {HANDLED_LABEL: "true"}}})
+                    self._released[name] = True
+                except Exception as e:
+                    if status_of(e) == 404:
+                        self._released[name] = True
+                    else:
+                        log.warning("cannot label pod %s handled (retried): %s", name, message_of(e))
+
+    def _delete(self, name: str, quiet: bool = False) -> None:
         try:
-            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=self.stop_grace)
-        except ApiException as e:
-            if e.status != 404:
-                log.warning("cannot delete pod %s: %s", name, _api_reason(e))
+            self.kube.request("DELETE", path("pods", self.namespace, name),
+                              query={"gracePeriodSeconds": self.stop_grace})
+        except Exception as e:
+            if status_of(e) != 404:
+                if not quiet:
+                    raise
+                log.warning("cannot delete pod %s: %s", name, message_of(e))
 
 
-def _identity(pod) -> tuple[str, int, int]:
-    labels = pod.metadata.labels or {}
+def _identity(pod: dict) -> tuple[str, int, int]:
+    labels = pod["metadata"].get("labels") or {}
     return labels[TRIAL_LABEL], int(labels[SEGMENT_LABEL]), int(labels.get(ATTEMPT_LABEL, 0))
 
 
-def _terminated(pod):
-    for cs in pod.status.container_statuses or []:
-        if cs.state and cs.state.terminated:
-            return cs.state.terminated
+def _instant(stamp: str) -> tuple[str, str]:
+    """An RFC 3339 timestamp as a key that sorts in time (the kubelet trims fraction zeros)."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return whole, fraction.ljust(9, "0")
+
+
+def _terminated(pod: dict) -> dict | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (cs.get("state") or {}).get("terminated")
+        if terminated:
+            return terminated
     return None
 
 
-def _disrupted(pod) -> bool:
-    status = pod.status
-    if status.reason in _LOST_REASONS or status.phase == "Unknown":   # Unknown: its node stopped answering
+def _disrupted(status: dict) -> bool:
+    if status.get("reason") in _LOST_REASONS or status.get("phase") == "Unknown":   # Unknown: its node is gone
         return True
-    for cond in status.conditions or []:
-        if cond.type == "DisruptionTarget" and cond.status == "True":
-            return True
-    return False
+    return any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+               for c in status.get("conditions") or [])
 
 
 def _json(text: str | None) -> dict | None:
@@ -252,11 +344,4 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _api_reason(e: ApiException) -> str:
-    try:
-        return json.loads(e.body).get("message") or e.reason
-    except (TypeError, ValueError):
-        return f"{e.status} {e.reason}"
-
-
-__all__ = ["KubernetesRuntime", "STUDY_LABEL", "TRIAL_LABEL"]
+__all__ = ["KubernetesRuntime", "POD_SELECTOR", "STUDY_LABEL", "TRIAL_LABEL", "HANDLED_LABEL"]

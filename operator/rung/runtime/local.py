@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from rung.errors import InputError
-from rung.runtime.base import (Event, Finished, Outcome, Report, Runtime, SegmentSpec, contract_env, run_name,
-                               parse_report_line)
+from rung.runtime.base import Ended, Event, Outcome, Report, Runtime, SegmentSpec, contract_env, parse_report_line
 
 _PYTHONS = ("python", "python3")
 _LINGER = 2.0   # seconds a finished trial's leftover children may hold its stdout open
@@ -98,7 +97,7 @@ class LocalRuntime(Runtime):
         self.grace = grace
         self._segments: dict[str, _Segment] = {}
         self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
-        self._unstarted: list[Finished] = []
+        self._ends: dict[str, Ended] = {}   # run name -> its end, until the loop releases it
         reap_orphans(self.dir)
 
     # ---- the interface ----------------------------------------------------------------
@@ -117,9 +116,9 @@ class LocalRuntime(Runtime):
                                     start_new_session=True)
         except OSError as e:
             log.close()
-            self._unstarted.append(Finished(spec.trial, spec.segment, Outcome.FAILED, None, None,
-                                            f"cannot start {spec.command[0]!r}: {e.strerror or e}",
-                                            spec.attempt))
+            self._ends[spec.run_name] = Ended(spec.trial, spec.segment, Outcome.FAILED, None, None,
+                                               f"cannot start {spec.command[0]!r}: {e.strerror or e}",
+                                               spec.attempt)
             return
         pid_path.write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
         reader = threading.Thread(target=self._read, args=(spec, proc.stdout, log), daemon=True,
@@ -127,7 +126,7 @@ class LocalRuntime(Runtime):
         reader.start()
         self._segments[name] = _Segment(spec, proc, reader, log, log_path, result_path, pid_path)
 
-    def poll(self) -> list[Event]:
+    def poll(self, replay: bool = False) -> list[Event]:
         now = time.monotonic()
         ended = [s for s in self._segments.values() if self._ended(s, now)]
         # Readers of ended segments are done, so all their reports are queued by now.
@@ -137,11 +136,12 @@ class LocalRuntime(Runtime):
                 events.append(self._reports.get_nowait())
             except queue.Empty:
                 break
-        events += self._unstarted
-        self._unstarted = []
         for seg in ended:
-            events.append(self._finished(seg))
-        return events
+            self._ends[seg.spec.run_name] = self._finished(seg)
+        return events + list(self._ends.values())
+
+    def release(self, run: str) -> None:
+        self._ends.pop(run, None)
 
     def stop(self, name: str) -> None:
         seg = self._segments.get(name)
@@ -151,8 +151,7 @@ class LocalRuntime(Runtime):
         _signal_group(seg.proc.pid, signal.SIGTERM)
 
     def running(self) -> set[str]:
-        return ({s.spec.run_name for s in self._segments.values()}
-                | {run_name(f.name, f.attempt) for f in self._unstarted})
+        return {s.spec.run_name for s in self._segments.values()} | set(self._ends)
 
     def close(self) -> None:
         """Stop every child: SIGTERM, then SIGKILL after the grace period; wait for them."""
@@ -197,19 +196,19 @@ class LocalRuntime(Runtime):
             return False
         return True
 
-    def _finished(self, seg: _Segment) -> Finished:
+    def _finished(self, seg: _Segment) -> Ended:
         spec, rc = seg.spec, seg.proc.returncode
         self._release(seg)
         del self._segments[spec.name]
         if seg.stop_deadline is not None:
-            return Finished(spec.trial, spec.segment, Outcome.STOPPED, rc, attempt=spec.attempt)
+            return Ended(spec.trial, spec.segment, Outcome.STOPPED, rc, attempt=spec.attempt)
         result = _read_json(seg.result_path)
         if rc == 0:
-            return Finished(spec.trial, spec.segment, Outcome.SUCCEEDED, rc, result, attempt=spec.attempt)
+            return Ended(spec.trial, spec.segment, Outcome.SUCCEEDED, rc, result, attempt=spec.attempt)
         how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
         last = _last_line(seg.log_path)
         reason = f"{how}: {last} (log: {seg.log_path})" if last else f"{how} (log: {seg.log_path})"
-        return Finished(spec.trial, spec.segment, Outcome.FAILED, rc, result, reason, spec.attempt)
+        return Ended(spec.trial, spec.segment, Outcome.FAILED, rc, result, reason, spec.attempt)
 
     def _release(self, seg: _Segment) -> None:
         seg.log.close()

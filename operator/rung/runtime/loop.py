@@ -1,80 +1,105 @@
 """The Study loop: one scheduler, one runtime, one record store. Shared by `rung run` and
-the Kubernetes controller, which calls `step()` from its reconciler.
+the Kubernetes operator, which steps it whenever something about the Study changes.
 
-Each step: hand live reports to the scheduler (stopping trials it gives up on), turn
-finished segments into observations, then fill free slots with new decisions. Every
-decision is recorded before its segment starts, and names are deterministic, so a crash
-at any point neither loses nor duplicates a trial: the next loop restores the scheduler
-from the records and restarts the segments that were running (from their last sealed
-checkpoint, which the trial SDK loads).
+Each step: hand live reports to the scheduler (stopping trials it gives up on), record
+ended segments, fill free slots with new decisions, and make sure the current attempt of
+every running segment exists. The records are the truth and everything else is derived
+from them: a decision is recorded before its segment starts; an ended attempt is released
+only after its result is recorded; and when any call fails, the step stops and the next
+one rebuilds the scheduler and the trials from the store. So a crash or a failed write at
+any point neither loses nor duplicates a result, and never leaves a trial stuck.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 import time
 from typing import Callable
 
 from rung.api import Study
-from rung.runtime.base import Finished, Outcome, Report, Runtime, SegmentSpec, trial_name
-from rung.runtime.records import (COMPLETED, FAILED_STATE, RUNNING, STOPPED, RecordStore, SegmentDoc,
-                                  TrialDoc)
-from rung.schedulers.base import FAILED, Scheduler
+from rung.records import RecordStore, SegmentRecord, SegmentStatus, TrialRecord
+from rung.runtime.base import Ended, Outcome, Refused, Report, Runtime, SegmentSpec, trial_name
+from rung.schedulers import make_scheduler
+from rung.schedulers.base import FAILED_LOSS, Scheduler
 from rung.storage import trial_uri
 
-# Study states (status.json "state")
-STUDY_RUNNING, SUCCEEDED, FAILED_STUDY, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
+
+class StudyState(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"   # `rung run` stopped by the user; resumable
+
+
+# Where a hold comes from (keys of StudyLoop.holds): the checkpoint store, the runtime
+# (pods refused), or the API itself (set by the operator when a step fails).
+HOLD_STORE, HOLD_RUNTIME, HOLD_API = "CheckpointStore", "Runtime", "Api"
 
 
 class StudyLoop:
-    def __init__(self, study: Study, scheduler: Scheduler, runtime: Runtime, records: RecordStore, *,
+    def __init__(self, study: Study, runtime: Runtime, records: RecordStore, *,
                  checkpoint_root: str | None = None, parallelism: int | None = None,
                  gate: Callable[[], str] | None = None,
-                 on_segment_end: Callable[[TrialDoc], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         """`gate()`, asked before new segments start, returns "" when they may, else why not
-        (e.g. the checkpoint store is unreachable): nothing starts, and the Study waits.
-        `on_segment_end(trial)` runs when a segment has ended for good (checkpoint retention)."""
-        self.study, self.scheduler, self.runtime, self.records = study, scheduler, runtime, records
+        (e.g. the checkpoint store is unreachable): nothing new starts, and the Study waits.
+        `parallelism` overrides spec.limits.parallelism (`rung run --parallel`)."""
+        self.runtime, self.records = runtime, records
         self.checkpoint_root = checkpoint_root or study.spec.checkpoints.uri
         if not self.checkpoint_root:
             raise ValueError("a checkpoint root is needed: set spec.checkpoints.uri or pass checkpoint_root")
-        self.parallelism = parallelism or study.spec.limits.parallelism
-        self.clock, self.wall = clock, wall
-        self.sign = 1.0 if study.minimize else -1.0   # loss = sign * metric, always minimised
-        self.trials: dict[int, TrialDoc] = {}
-        self.state, self.reason = STUDY_RUNNING, ""
-        self.gate, self.held, self.on_segment_end = gate, "", on_segment_end
-        self._restored = False
-        self._changed = False   # records or state changed since status.json was written
-        self._t0 = 0.0
+        self._parallelism = parallelism
+        self.clock, self.wall, self.gate = clock, wall, gate
+        self.update(study)
+        self.scheduler: Scheduler | None = None
+        self.trials: dict[int, TrialRecord] = {}
+        self.state, self.reason = StudyState.RUNNING, ""
+        self.holds: dict[str, dict] = {}  # HOLD_* -> {"reason", "message"}: why new work waits
+        self._stale = True                # rebuild from the records before the next decision
+        self._next_index = 0              # no trial number below it is ever given again
+        self._changed = False             # status changed since it was last saved
+        self._stops_sent: set[str] = set()   # attempts this loop asked the runtime to stop
+        self._fresh: set[str] = set()        # attempts this loop recorded and has not started yet
+        self._t0: float | None = None
         self._elapsed_before = 0.0
+
+    def update(self, study: Study) -> None:
+        """A new generation of the spec (limits, the trial template): it applies from the
+        next step, whose decisions are rebuilt from the records under it."""
+        self.study = study
+        self.parallelism = self._parallelism or study.spec.limits.parallelism
+        self.sign = 1.0 if study.minimize else -1.0   # loss = sign * metric, always minimised
+        self._stale = True
 
     # ---- driving --------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return self.state in (SUCCEEDED, FAILED_STUDY)
+        return self.state in (StudyState.SUCCEEDED, StudyState.FAILED)
 
     def step(self) -> bool:
-        """One round of poll -> tell -> ask -> start. Returns False once the Study is over."""
-        if not self._restored:
-            self._restore()
-        if self.done:
-            return False
-        self._handle(self.runtime.poll())
-        failed = self.failed_trials()
-        if failed > self.study.spec.limits.max_failed_trials:
-            self._fail_study(failed)
-        elif self._may_launch():
-            self._launch()
-            if not self.running_trials():
-                if self.scheduler.finished():
-                    self._set_state(SUCCEEDED, "")
-                else:  # a scheduler that neither runs nor ends would spin forever
-                    self._set_state(FAILED_STUDY, f"algorithm {self.study.spec.algorithm.name!r} has "
-                                    "nothing to start but is not finished (a scheduler bug)")
-        if self._changed:
-            self._save_status()
+        """One round of poll -> record -> decide -> start. Returns False once the Study is
+        over. Any exception leaves the records as they were written so far; the next step
+        starts again from them."""
+        try:
+            restored = self._stale or self.records.changed()
+            if restored:
+                self._restore()
+            if not self.done:
+                self._handle(self.runtime.poll(replay=restored))
+                failed = self.failed_trials()
+                if failed > self.study.spec.limits.max_failed_trials:
+                    self._fail_study(failed)
+                else:
+                    if self._may_launch():
+                        self._launch()
+                    self._start_missing()
+                    self._end_if_finished()
+            if self._changed:
+                self._save_status()
+        except BaseException:
+            self._stale = True
+            raise
         return not self.done
 
     def run(self, interval: float = 0.1, on_step: Callable[["StudyLoop"], None] | None = None,
@@ -94,73 +119,75 @@ class StudyLoop:
         """Stop everything but leave running segments recorded as running: the next loop restarts them."""
         self.runtime.close()
         if not self.done:
-            self._set_state(INTERRUPTED, "")
+            self._set_state(StudyState.INTERRUPTED, "")
             self._save_status()
 
     # ---- views ----------------------------------------------------------------------
     def elapsed(self) -> float:
         """Wall time the Study has run, summed over every `rung run` (or operator) session."""
-        return self._elapsed_before + (self.clock() - self._t0 if self._restored else 0.0)
+        return self._elapsed_before + (self.clock() - self._t0 if self._t0 is not None else 0.0)
 
-    def running_trials(self) -> list[TrialDoc]:
-        return [t for t in self.trials.values() if t.state == RUNNING]
+    def running_trials(self) -> list[TrialRecord]:
+        return [t for t in self.trials.values() if t.state == SegmentStatus.RUNNING]
 
     def failed_trials(self) -> int:
-        return sum(t.state == FAILED_STATE for t in self.trials.values())
+        return sum(t.state == SegmentStatus.FAILED for t in self.trials.values())
+
+    def status(self) -> dict:
+        return {"state": self.state, "reason": self.reason, "holds": dict(self.holds),
+                "elapsed": self.elapsed(), "next_index": self._next_index, "updated": self.wall()}
 
     # ---- restore ----------------------------------------------------------------------
     def _restore(self) -> None:
-        self._restored, self._t0, self._changed = True, self.clock(), True
-        docs = self.records.load()
-        self.trials = {t.index: t for t in docs}
-        self.scheduler.restore([t.to_scheduler() for t in docs])
+        """Rebuild the trials and the scheduler from the records (first step, or after a
+        failed call, an outside change or a new spec)."""
+        records = self.records.load()
         status = self.records.load_status()
-        self._elapsed_before = float(status.get("elapsed", 0.0))
-        if status.get("state") in (SUCCEEDED, FAILED_STUDY):
-            self.state, self.reason = status["state"], status.get("reason", "")
+        if self._t0 is None:
+            self._t0, self._elapsed_before = self.clock(), float(status.get("elapsed", 0.0))
+        self._next_index = max(self._next_index, int(status.get("next_index", 0)),
+                               max((t.index + 1 for t in records), default=0))
+        self.scheduler = make_scheduler(self.study).restore(records, self._next_index)
+        self.trials = {t.index: t for t in records}
+        self._stale, self._changed = False, True
+        if status.get("state") in (StudyState.SUCCEEDED, StudyState.FAILED):
+            self.state, self.reason = StudyState(status["state"]), status.get("reason", "")
             return
-        live = self.runtime.running()
-        for trial in self.running_trials():
-            seg = trial.current
-            spec = self._spec(trial)
-            if spec.run_name in live:   # still running (a pod that outlived the operator): keep polling it
-                if seg.stop_requested:
-                    self.runtime.stop(spec.name)   # the stop may not have gone out before the crash
-                continue
-            if seg.stop_requested:  # it was told to stop; there is nothing left to run
-                self._finish_stopped(trial, "stopped by the scheduler")
-            else:
-                seg.restarts += 1
+        self.state, self.reason = StudyState.RUNNING, ""
+        for trial in self.trials.values():
+            if not trial.segments:   # created, but its first segment was never recorded
+                trial.segments.append(SegmentRecord(self.scheduler.running[trial.index], started=self.wall()))
                 self._save(trial)
-                self.runtime.start(self._spec(trial))
+                self._fresh.add(self._spec(trial).run_name)
 
     # ---- events -----------------------------------------------------------------------
     def _handle(self, events) -> None:
-        touched: dict[int, TrialDoc] = {}
         for event in events:
             trial = self._trial_of(event)
-            if trial is None:
-                continue
             if isinstance(event, Report):
-                self._on_report(trial, event)
-                touched[trial.index] = trial
-            else:
-                touched.pop(trial.index, None)   # _on_finished saves it
-                self._on_finished(trial, event)
-        for trial in touched.values():
-            self._save(trial)
+                if trial is not None:
+                    self._on_report(trial, event)
+                continue
+            if trial is not None:
+                self._on_ended(trial, event)
+            # Only now, with its end recorded (or of no use: news of an attempt that is over,
+            # or of a trial that is gone), may the runtime forget the attempt.
+            self.runtime.release(event.run_name)
+            self._stops_sent.discard(event.run_name)
 
-    def _trial_of(self, event: Report | Finished) -> TrialDoc | None:
+    def _trial_of(self, event: Report | Ended) -> TrialRecord | None:
         """The trial an event belongs to, if the event is about the current attempt of its
         current, running segment (an earlier attempt's news is stale)."""
         index = _index_of(event.trial, self.study.name)
         trial = self.trials.get(index) if index is not None else None
-        if trial is None or trial.name != event.trial or trial.state != RUNNING:
+        if trial is None or trial.name != event.trial or trial.state != SegmentStatus.RUNNING:
             return None
         current = event.segment == len(trial.segments) - 1 and event.attempt == trial.current.restarts
         return trial if current else None
 
-    def _on_report(self, trial: TrialDoc, event: Report) -> None:
+    def _on_report(self, trial: TrialRecord, event: Report) -> None:
+        """A live report. It is recorded with the segment's end (a restarted segment reports
+        again), except when the scheduler stops the trial: that is recorded at once."""
         seg = trial.current
         seg.metrics.update(event.metrics)
         value = event.metrics.get(self.study.spec.objective.metric)
@@ -172,22 +199,21 @@ class StudyLoop:
         seg.curve.append([float(event.step), loss])
         if not self.scheduler.report(trial.index, float(event.step), loss) and not seg.stop_requested:
             seg.stop_requested = True
-            self.runtime.stop(self._spec(trial).name)
+            self._save(trial)   # recorded first: a restarted loop must not run it again
+            self._stop(trial)
 
-    def _on_finished(self, trial: TrialDoc, event: Finished) -> None:
+    def _on_ended(self, trial: TrialRecord, event: Ended) -> None:
         seg = trial.current
         seg.exit_code = event.exit_code
         if event.outcome == Outcome.LOST:
             seg.losses += 1
             limit = self.study.spec.limits.max_preemptions
             if seg.losses <= limit:
-                seg.restarts += 1
-                self._save(trial)
-                self.runtime.start(self._spec(trial))
+                self._next_attempt(trial)   # _start_missing starts it
                 return
-            event = Finished(event.trial, event.segment, Outcome.FAILED, event.exit_code, None,
-                             f"lost {seg.losses} times, more than limits.maxPreemptions ({limit}): "
-                             f"{event.reason}")
+            event = Ended(event.trial, event.segment, Outcome.FAILED, event.exit_code, None,
+                          f"lost {seg.losses} times, more than limits.maxPreemptions ({limit}): "
+                          f"{event.reason}", event.attempt)
         if event.outcome == Outcome.SUCCEEDED:
             value = _objective(event.result, seg.metrics, self.study.spec.objective.metric)
             if value is None:
@@ -195,50 +221,45 @@ class StudyLoop:
                 self._finish_failed(trial, f"exited 0 without reporting the objective metric {metric!r}; "
                                            f"report it, e.g. trial.report(step, {metric}=...)")
             else:
-                seg.status, seg.reached = COMPLETED, seg.budget
+                seg.status, seg.reached = SegmentStatus.COMPLETED, seg.budget
                 loss = self.sign * value
                 seg.loss = loss if math.isfinite(loss) else None
                 seg.reason = "" if math.isfinite(loss) else f"the objective was {value}"
                 self._close(trial)
-                self.scheduler.tell(trial.index, seg.budget, loss)
                 self._save(trial)
+                self.scheduler.tell(trial.index, seg.budget, loss)
         elif event.outcome == Outcome.STOPPED:
             self._finish_stopped(trial, event.reason or "stopped by the scheduler")
         else:
             error = event.result.get("error") if isinstance(event.result, dict) else None
             self._finish_failed(trial, event.reason or str(error or "failed"))
 
-    def _finish_failed(self, trial: TrialDoc, reason: str) -> None:
+    def _finish_failed(self, trial: TrialRecord, reason: str) -> None:
         seg = trial.current
-        seg.status, seg.loss, seg.reached, seg.reason = FAILED_STATE, None, seg.budget, reason
+        seg.status, seg.loss, seg.reached, seg.reason = SegmentStatus.FAILED, None, seg.budget, reason
         self._close(trial)
-        self.scheduler.tell_failed(trial.index, seg.budget)
         self._save(trial)
+        self.scheduler.tell_failed(trial.index, seg.budget)
 
-    def _finish_stopped(self, trial: TrialDoc, reason: str, tell: bool = True) -> None:
+    def _finish_stopped(self, trial: TrialRecord, reason: str, tell: bool = True) -> None:
         seg = trial.current
-        seg.status, seg.reason = STOPPED, reason
+        seg.status, seg.reason = SegmentStatus.STOPPED, reason
         seg.loss = seg.curve[-1][1] if seg.curve else None
         seg.reached = seg.last_step if seg.curve else seg.budget
         self._close(trial)
-        if tell:
-            self.scheduler.tell(trial.index, seg.reached, FAILED if seg.loss is None else seg.loss)
         self._save(trial)
+        if tell:
+            self.scheduler.tell(trial.index, seg.reached, FAILED_LOSS if seg.loss is None else seg.loss)
 
-    def _close(self, trial: TrialDoc) -> None:
+    def _close(self, trial: TrialRecord) -> None:
         seg = trial.current
         seg.ended, seg.elapsed = self.wall(), self.elapsed()
-        if self.on_segment_end:
-            self.on_segment_end(trial)
 
     # ---- decisions --------------------------------------------------------------------
     def _may_launch(self) -> bool:
-        if self.gate is None or len(self.running_trials()) >= self.parallelism:
-            return True
-        held = self.gate()
-        if held != self.held:
-            self.held, self._changed = held, True
-        return not held
+        if self.gate is not None and len(self.running_trials()) < self.parallelism:
+            self.hold(HOLD_STORE, "CheckpointStoreUnavailable", self.gate())
+        return not self.holds
 
     def _launch(self) -> None:
         while len(self.running_trials()) < self.parallelism:
@@ -247,43 +268,104 @@ class StudyLoop:
                 return
             trial = self.trials.get(decision.trial)
             if trial is None:
-                trial = TrialDoc(decision.trial, trial_name(self.study.name, decision.trial), decision.config)
+                trial = TrialRecord(decision.trial, trial_name(self.study.name, decision.trial), decision.config)
                 self.trials[trial.index] = trial
-            trial.segments.append(SegmentDoc(decision.budget, decision.resume_from, started=self.wall()))
-            self._save(trial)   # recorded first: a crash now restarts it, never loses it
-            self.runtime.start(self._spec(trial))
+            trial.segments.append(SegmentRecord(decision.budget, decision.resume_from, started=self.wall()))
+            self._save(trial)   # recorded first: _start_missing starts it
+            self._fresh.add(self._spec(trial).run_name)
+            self._next_index = max(self._next_index, trial.index + 1)
+
+    def _start_missing(self) -> None:
+        """Make sure the current attempt of every running segment exists, and that the ones
+        the scheduler stopped are stopping. An attempt that is neither running nor one this
+        loop has just recorded may have run before (a crash since, its pod gone): it is
+        never run again under the same name; the segment goes on as its next attempt."""
+        live = self.runtime.running()
+        for trial in self.running_trials():
+            run = self._spec(trial).run_name
+            if run in live:
+                if trial.current.stop_requested:
+                    self._stop(trial)   # the stop may not have gone out before a crash
+                continue
+            if trial.current.stop_requested:   # it was told to stop, and it has
+                self._finish_stopped(trial, "stopped by the scheduler")
+                continue
+            if run not in self._fresh:
+                if not self.runtime.gone(run):
+                    continue   # it exists after all; its news is on the way
+                self._next_attempt(trial)
+            spec = self._spec(trial)
+            try:
+                self.runtime.start(spec)
+            except Refused as e:
+                self.hold(HOLD_RUNTIME, e.cause, e.line())
+                return
+            self._fresh.discard(spec.run_name)
+        self.hold(HOLD_RUNTIME, "", "")
+
+    def _next_attempt(self, trial: TrialRecord) -> None:
+        trial.current.restarts += 1
+        self._save(trial)
+        self._fresh.add(self._spec(trial).run_name)
+
+    def _end_if_finished(self) -> None:
+        if self.running_trials():
+            return
+        if self.scheduler.finished():
+            self._set_state(StudyState.SUCCEEDED, "")
+        elif not self.holds:   # a scheduler that neither runs nor ends would spin forever
+            self._set_state(StudyState.FAILED, f"algorithm {self.study.spec.algorithm.name!r} has "
+                            "nothing to start but is not finished (a scheduler bug)")
 
     def _fail_study(self, failed: int) -> None:
-        last = max((t for t in self.trials.values() if t.state == FAILED_STATE),
+        last = max((t for t in self.trials.values() if t.state == SegmentStatus.FAILED),
                    key=lambda t: t.current.ended or 0.0)
         limit = self.study.spec.limits.max_failed_trials
-        self._set_state(FAILED_STUDY, f"{failed} trials failed, more than limits.maxFailedTrials ({limit}); "
-                                      f"last: {last.name}: {last.current.reason}")
+        reason = (f"{failed} trials failed, more than limits.maxFailedTrials ({limit}); "
+                  f"last: {last.name}: {last.current.reason}")
         for trial in self.running_trials():
-            self.runtime.stop(self._spec(trial).name)
             self._finish_stopped(trial, "the Study failed", tell=False)
+            self._stop(trial)
+        self._set_state(StudyState.FAILED, reason)
 
-    def _spec(self, trial: TrialDoc) -> SegmentSpec:
+    def _stop(self, trial: TrialRecord) -> None:
+        spec = self._spec(trial)
+        if spec.run_name not in self._stops_sent:
+            self.runtime.stop(spec.name)
+            self._stops_sent.add(spec.run_name)
+
+    def _spec(self, trial: TrialRecord) -> SegmentSpec:
         seg, spec, meta = trial.current, self.study.spec, self.study.metadata
         return SegmentSpec(
             study=meta.name, namespace=meta.namespace, trial=trial.name, index=trial.index,
             segment=len(trial.segments) - 1, params=trial.config, budget=seg.budget,
             resume_from=seg.resume_from,
             checkpoint_uri=trial_uri(self.checkpoint_root, meta.namespace, meta.name, trial.name),
-            command=list(spec.trial.command), env=dict(spec.trial.env), attempt=seg.restarts)
+            command=list(spec.trial.command), env=dict(spec.trial.env), attempt=seg.restarts,
+            image=spec.trial.image, resources=dict(spec.trial.resources),
+            objective=spec.objective.metric, goal=spec.objective.goal, keep_best=spec.checkpoints.keep_best)
 
-    def _save(self, trial: TrialDoc) -> None:
+    def _save(self, trial: TrialRecord) -> None:
         self.records.save(trial)
         self._changed = True
 
-    def _set_state(self, state: str, reason: str) -> None:
+    def hold(self, source: str, reason: str, message: str) -> None:
+        """Hold new work back for `reason` (CamelCase) with a one-line `message`; an empty
+        message lifts the hold from that source."""
+        held = {"reason": reason, "message": message} if message else None
+        if self.holds.get(source) != held:
+            if held:
+                self.holds[source] = held
+            else:
+                self.holds.pop(source, None)
+            self._changed = True
+
+    def _set_state(self, state: StudyState, reason: str) -> None:
         self.state, self.reason, self._changed = state, reason, True
 
     def _save_status(self) -> None:
+        self.records.save_status(self.status())
         self._changed = False
-        self.records.save_status({"state": self.state, "reason": self.reason, "held": self.held,
-                                  "elapsed": self.elapsed(),
-                                  "updated": self.wall()})
 
 
 def _index_of(trial: str, study: str) -> int | None:

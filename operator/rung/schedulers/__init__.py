@@ -6,10 +6,10 @@ from typing import Any
 
 from rung.api.study import Study
 from rung.errors import InputError
-from rung.schedulers.base import FAILED, Decision, Scheduler, SegmentRecord, TrialRecord
+from rung.schedulers.base import FAILED_LOSS, Decision, Scheduler
 from rung.space import SearchSpace
 
-__all__ = ["FAILED", "Decision", "Scheduler", "SegmentRecord", "TrialRecord", "make_scheduler"]
+__all__ = ["FAILED_LOSS", "Decision", "Scheduler", "make_scheduler"]
 
 
 # algorithm name -> (scheduler, default sampler of new configurations)

@@ -67,7 +67,10 @@ class ASHA(Scheduler):
         return None
 
     def _next(self):
-        return self._promotion() or self._new_trial(self.rungs[0].budget)
+        return self._promotion() or self._new_trial()
+
+    def _first_budget(self, trial):
+        return self.rungs[0].budget
 
     def _start(self, trial, budget):
         super()._start(trial, budget)

@@ -24,7 +24,7 @@ class StopASHA(Scheduler):
         self.passed: dict[int, int] = {}  # trial -> number of milestones it has passed
 
     def _next(self):
-        return self._new_trial(self.budget_max)
+        return self._new_trial()
 
     def report(self, trial, step, loss):
         k = self.passed.get(trial, 0)

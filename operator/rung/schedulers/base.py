@@ -1,21 +1,23 @@
-"""The scheduler interface (ask/tell) and the records a scheduler is rebuilt from.
+"""The scheduler interface (ask/tell).
 
 A scheduler decides which trial runs next and to which budget. It is pure: no I/O, no
-clock. Its whole state follows from the trial records plus the seed, so after an
-operator restart `restore(records)` gives a scheduler that makes the same next
-decisions as the one that was lost. Trials are numbered 0, 1, 2, ... in creation order.
+clock. Its whole state follows from the trial records (rung.records) plus the seed, so
+after an operator restart `restore(records)` gives a scheduler that makes the same next
+decisions as the one that was lost. Trials are numbered 0, 1, 2, ... in creation order,
+and a number is never given twice, even when a trial's record was deleted.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
+from rung.records import TrialRecord
 from rung.search.base import Observation, Sampler
 
-FAILED = math.inf  # the loss recorded for a failed segment: never promoted, always last
+FAILED_LOSS = math.inf  # the loss of a segment that gave no result: never promoted, always last
 
 
 @dataclass(frozen=True)
@@ -33,21 +35,6 @@ class Decision:
     @property
     def is_new(self) -> bool:
         return self.resume_from is None
-
-
-@dataclass
-class SegmentRecord:
-    budget: float                      # the budget the segment was asked to reach
-    loss: float | None = None          # None while running; FAILED when it failed
-    reached: float | None = None       # budget actually reached (less when stopped early)
-    curve: list[tuple[float, float]] = field(default_factory=list)  # live (step, loss) reports
-
-
-@dataclass
-class TrialRecord:
-    index: int
-    config: dict
-    segments: list[SegmentRecord] = field(default_factory=list)
 
 
 class Scheduler(ABC):
@@ -80,13 +67,13 @@ class Scheduler(ABC):
     def tell(self, trial: int, budget: float, loss: float) -> None:
         """Trial `trial` finished its segment, having reached `budget` with `loss`."""
         self.running.pop(trial, None)
-        loss = FAILED if loss is None or math.isnan(loss) else float(loss)
+        loss = FAILED_LOSS if loss is None or math.isnan(loss) else float(loss)
         self.observations.append(Observation(trial, self.configs[trial], float(budget), loss))
         self._record(trial, float(budget), loss)
 
     def tell_failed(self, trial: int, budget: float) -> None:
         """The trial's own code failed in its segment: it is never promoted."""
-        self.tell(trial, budget, FAILED)
+        self.tell(trial, budget, FAILED_LOSS)
 
     def report(self, trial: int, step: float, loss: float) -> bool:
         """A live intermediate result. Returns False when the trial should stop now."""
@@ -96,16 +83,30 @@ class Scheduler(ABC):
     def finished(self) -> bool:
         """True when no segment is running and none will ever be asked for."""
 
-    def restore(self, records: Sequence[TrialRecord]) -> "Scheduler":
-        """Rebuild state from trial records (the durable truth), in trial order."""
-        for rec in sorted(records, key=lambda r: r.index):
-            self._register(rec.index, rec.config)
+    def restore(self, records: Sequence[TrialRecord], next_index: int = 0) -> "Scheduler":
+        """Rebuild state from trial records (the durable truth), in trial order.
+
+        Numbers below `next_index` (or below a recorded one) that have no record belong to
+        trials deleted with their records: they stay taken, and count as trials that gave
+        no result. A record without segments is a trial whose first segment was decided
+        but never recorded: it is running again, towards its first budget."""
+        by_index = {rec.index: rec for rec in records}
+        for index in range(max(next_index, max(by_index, default=-1) + 1)):
+            rec = by_index.get(index)
+            if rec is None:
+                self._register(index, {})
+                self._record(index, self._first_budget(index), FAILED_LOSS)
+                continue
+            self._register(index, rec.config)
+            if not rec.segments:
+                self._start(index, self._first_budget(index))
             for seg in rec.segments:
-                self._start(rec.index, seg.budget)
+                self._start(index, seg.budget)
                 for step, loss in seg.curve:
-                    self.report(rec.index, step, loss)
-                if seg.loss is not None:
-                    self.tell(rec.index, seg.reached if seg.reached is not None else seg.budget, seg.loss)
+                    self.report(index, step, loss)
+                result = seg.result()
+                if result is not None:
+                    self.tell(index, *result)
         return self
 
     # ---- helpers for subclasses -----------------------------------------------------
@@ -113,7 +114,7 @@ class Scheduler(ABC):
     def n_trials(self) -> int:
         return len(self.configs)
 
-    def _new_trial(self, budget: float) -> Decision | None:
+    def _new_trial(self) -> Decision | None:
         """A fresh configuration from the sampler, if the trial limit allows one."""
         if self.n_trials >= self.max_trials:
             return None
@@ -122,7 +123,11 @@ class Scheduler(ABC):
         if config is None:  # the sampler is exhausted (a finished grid)
             self.max_trials = index
             return None
-        return Decision(index, config, budget)
+        return Decision(index, config, self._first_budget(index))
+
+    def _first_budget(self, trial: int) -> float:
+        """The budget a new trial's first segment trains to."""
+        return self.budget_max
 
     def _register(self, trial: int, config: dict) -> None:
         self.configs[trial] = config

@@ -5,7 +5,7 @@ from rung.schedulers.base import Scheduler
 
 class FullBudget(Scheduler):
     def _next(self):
-        return self._new_trial(self.budget_max)
+        return self._new_trial()
 
     def finished(self):
         return not self.running and self.n_trials >= self.max_trials

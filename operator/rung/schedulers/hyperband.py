@@ -86,10 +86,11 @@ class Hyperband(Scheduler):
         if promotion:
             return promotion
         # No promotion can start: grow the newest bracket, or open the next one.
-        if self.n_trials >= self.max_trials:
-            return None
-        bracket = self._bracket_for_new(self.n_trials)
-        return self._new_trial(bracket.budgets[0])
+        return self._new_trial()
+
+    def _first_budget(self, trial):
+        bracket = self.bracket_of.get(trial) or self._bracket_for_new(trial)
+        return bracket.budgets[0]
 
     def _register(self, trial, config):
         super()._register(trial, config)

@@ -43,7 +43,7 @@ class MedianStop(Scheduler):
         self.best: dict[int, float] = {}
 
     def _next(self):
-        return self._new_trial(self.budget_max)
+        return self._new_trial()
 
     def report(self, trial, step, loss):
         curve = self.curves.setdefault(trial, _Curve())

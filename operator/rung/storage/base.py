@@ -1,12 +1,19 @@
 """The checkpoint store interface, and the sealing rules every store shares.
 
 A checkpoint is a set of files under `<key_prefix>/<step>/`. It counts only once it is
-sealed: MANIFEST.json (names, sizes, sha256 of every file) is written last, so a
-checkpoint cut short by a crash or preemption is never resumed, and a file that rots
-later fails its checksum and is skipped for the previous sealed step.
+sealed: MANIFEST.json (names, sizes, sha256 of every file, and the metrics the trial
+reported at that step) is written last, so a checkpoint cut short by a crash or
+preemption is never resumed, and a file that rots later fails its checksum and is
+skipped for the previous sealed step.
 
-The algorithm lives here once; a store only supplies five primitives on keys
-("a/b/c" paths below its root); file.py and s3.py implement the same five.
+Retention (`prune`) runs in the trial itself, after each save (rung.trial.sdk): it
+keeps the latest checkpoint that is sealed and whole plus the `keep_best` best by the
+objective, deciding from one listing (names and sizes) and the manifests alone, never
+reading a state file. Writes cut off mid-way (S3 multipart uploads, a folder's temp
+files) are invisible to readers but cost storage until `abort_incomplete` removes them.
+
+The algorithm lives here once; a store only supplies seven primitives on keys
+("a/b/c" paths below its root); file.py and s3.py implement the same seven.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ import json
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 from rung.errors import InputError
 
@@ -69,7 +75,11 @@ def check_file_name(name: str) -> str:
     return name
 
 
-def build_manifest(step: float, files: dict[str, bytes]) -> bytes:
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def build_manifest(step: float, files: dict[str, bytes], metrics: dict | None = None) -> bytes:
     body = {
         "format": FORMAT,
         "step": float(step),
@@ -77,18 +87,20 @@ def build_manifest(step: float, files: dict[str, bytes]) -> bytes:
         "files": {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                   for name, data in sorted(files.items())},
     }
+    if metrics:  # inf/nan would make the file invalid JSON, and rank nowhere anyway
+        body["metrics"] = {k: v for k, v in metrics.items() if _finite(v)}
     return json.dumps(body, indent=1).encode()
 
 
 def parse_manifest(raw: bytes | None, step: float) -> dict | None:
-    """The manifest's file table if it is well formed and for this step, else None."""
+    """The manifest if it is well formed and for this step, else None."""
     if raw is None:
         return None
     try:
         body = json.loads(raw)
         if float(body["step"]) != step or not isinstance(body["files"], dict):
             return None
-        return body["files"]
+        return body
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -96,6 +108,21 @@ def parse_manifest(raw: bytes | None, step: float) -> dict | None:
 def intact(entry: dict, data: bytes | None) -> bool:
     return (data is not None and len(data) == entry.get("size")
             and hashlib.sha256(data).hexdigest() == entry.get("sha256"))
+
+
+def whole(table: dict, sizes: dict[str, int]) -> bool:
+    """Every file the manifest names is listed with the manifest's size: the check
+    retention can afford (a listing, no download); loading still verifies checksums."""
+    return all(isinstance(e, dict) and sizes.get(name) == e.get("size") for name, e in table.items())
+
+
+def loss(body: dict, objective: str, goal: str) -> float | None:
+    """The manifest's objective as a loss (lower is better), or None when unranked."""
+    metrics = body.get("metrics")
+    value = metrics.get(objective) if isinstance(metrics, dict) else None
+    if not _finite(value):
+        return None
+    return value if goal == "minimize" else -value
 
 
 class CheckpointStore(ABC):
@@ -122,13 +149,23 @@ class CheckpointStore(ABC):
     def _remove_tree(self, prefix: str) -> None:
         """Remove everything under prefix; missing is fine."""
 
+    @abstractmethod
+    def _sizes(self, prefix: str) -> dict[str, int]:
+        """{key relative to prefix: size} of every object under it, from one listing."""
+
+    @abstractmethod
+    def _abort_uploads(self, prefix: str) -> int:
+        """Remove the remains of writes under prefix that never completed; how many."""
+
     # --- the interface ---------------------------------------------------------------
     def check(self) -> None:
         """Raise StoreUnavailable when the store cannot be used now (a remote store probes
         its endpoint, bucket and credentials; a local folder has nothing to probe)."""
 
-    def save(self, key_prefix: str, step: float, files: dict[str, bytes]) -> None:
-        """Write `files` as the checkpoint at `step`, then seal it."""
+    def save(self, key_prefix: str, step: float, files: dict[str, bytes],
+             metrics: dict[str, float] | None = None) -> None:
+        """Write `files` as the checkpoint at `step`, then seal it; the manifest records
+        `metrics` (what the trial reported at that step) so retention can rank it."""
         base = f"{check_prefix(key_prefix)}/{format_step(step)}"
         for name in files:
             check_file_name(name)
@@ -137,7 +174,7 @@ class CheckpointStore(ABC):
         self._remove(f"{base}/{MANIFEST}")
         for name, data in files.items():
             self._put(f"{base}/{name}", bytes(data))
-        self._put(f"{base}/{MANIFEST}", build_manifest(step, files))
+        self._put(f"{base}/{MANIFEST}", build_manifest(step, files, metrics))
 
     def list_steps(self, key_prefix: str) -> list[float]:
         """Steps that have a manifest, ascending (contents are checked only on load)."""
@@ -159,9 +196,18 @@ class CheckpointStore(ABC):
                 return step, loaded
         return None
 
+    def abort_incomplete(self, key_prefix: str) -> int:
+        """Abort the writes under key_prefix that were cut off (a pod killed mid-upload):
+        unfinished S3 multipart uploads, a folder's leftover temp files. Readers never see
+        them, but they cost storage forever. Call it only while nothing else writes there
+        (a trial's own prefix before its first save). Returns how many were removed."""
+        return self._abort_uploads(check_prefix(key_prefix))
+
     def delete(self, key_prefix: str) -> None:
         """Remove every checkpoint under key_prefix (a trial's, or a whole study's)."""
-        self._remove_tree(check_prefix(key_prefix))
+        prefix = check_prefix(key_prefix)
+        self._abort_uploads(prefix)
+        self._remove_tree(prefix)
 
     def delete_study(self, key_prefix: str) -> None:
         """Remove a whole study's checkpoints (<namespace>/<study>); refuses shorter
@@ -170,51 +216,57 @@ class CheckpointStore(ABC):
         if prefix.count("/") < 1:
             raise InputError("key_prefix", f"{key_prefix!r} is not <namespace>/<study>",
                              "pass the study's prefix, e.g. default/mlp")
-        self._remove_tree(prefix)
+        self.delete(prefix)
 
-    def prune(self, key_prefix: str, keep_latest: int = 1, keep_best: int = 0,
-              loss_of: Callable[[str, float], float | None] | None = None,
-              verify: bool = True) -> list[float]:
-        """Retention for one trial: keep its `keep_latest` newest sealed checkpoints and the
-        `keep_best` sealed ones with the lowest `loss_of(key_prefix, step)` (None: unranked);
-        remove every other step below the newest kept one. Returns the removed steps.
+    def prune(self, key_prefix: str, keep_best: int = 0, objective: str | None = None,
+              goal: str = "minimize") -> list[float]:
+        """Retention for one trial: keep its latest checkpoint that is sealed and whole, and
+        the `keep_best` sealed, whole ones with the best `objective` in their manifests
+        (`goal` minimize|maximize; manifests without it are unranked); remove every other
+        step below the latest kept one. Returns the removed steps.
 
-        With `verify`, "newest" counts only checkpoints that load intact, so a damaged newest
-        one never costs the one a resume would fall back to. Steps above the newest kept one
-        (unsealed: possibly being written) are left alone; still, prune a trial only while
-        none of its segments runs."""
+        Costs one listing of the trial prefix and one manifest GET per step folder; no
+        state file is read. Steps above the latest kept one (unsealed: possibly being
+        written; or damaged) are left alone. Run it only while no other segment of the
+        trial writes."""
+        if goal not in ("minimize", "maximize"):
+            raise InputError("goal", f"{goal!r} is not minimize or maximize", "pass one of the two")
+        if keep_best > 0 and not objective:
+            raise InputError("objective", "ranking the best checkpoints needs an objective metric",
+                             "name the metric (e.g. val_loss), or keep_best=0")
         prefix = check_prefix(key_prefix)
-        sealed = self.list_steps(prefix)
-        latest: list[float] = []
-        for step in reversed(sealed):
-            if len(latest) >= keep_latest:
-                break
-            if not verify or self._load(f"{prefix}/{format_step(step)}", step) is not None:
-                latest.append(step)
-        if not latest:  # nothing resumable: removing anything could only lose data
+        listed: dict[float, dict[str, int]] = {}   # step -> {file name: size}
+        for key, size in self._sizes(prefix).items():
+            folder, _, name = key.partition("/")
+            step = parse_step(folder)
+            if step is not None and name and "/" not in name:
+                listed.setdefault(step, {})[name] = size
+        sealed = {}   # step -> manifest, for the checkpoints that are sealed and whole
+        for step, sizes in listed.items():
+            if MANIFEST in sizes:
+                body = parse_manifest(self._get(f"{prefix}/{format_step(step)}/{MANIFEST}"), step)
+                if body is not None and whole(body["files"], sizes):
+                    sealed[step] = body
+        if not sealed:  # nothing resumable: removing anything could only lose data
             return []
-        ranked = [(loss, s) for s in sealed
-                  if loss_of is not None and (loss := loss_of(prefix, s)) is not None
-                  and math.isfinite(loss)]
-        keep = set(latest) | {s for _, s in sorted(ranked)[:max(keep_best, 0)]}
-        removed = []
-        for name in self._children(prefix):
-            step = parse_step(name)
-            if step is None or step in keep or step > max(latest):
-                continue
+        latest = max(sealed)
+        ranked = sorted((value, step) for step, body in sealed.items()
+                        if objective and (value := loss(body, objective, goal)) is not None)
+        keep = {latest} | {step for _, step in ranked[:max(keep_best, 0)]}
+        removed = sorted(step for step in listed if step < latest and step not in keep)
+        for step in removed:
             # Unseal first: a prune cut short leaves an unsealed folder, never a sealed
             # checkpoint with files missing.
-            self._remove(f"{prefix}/{name}/{MANIFEST}")
-            self._remove_tree(f"{prefix}/{name}")
-            removed.append(step)
-        return sorted(removed)
+            self._remove(f"{prefix}/{format_step(step)}/{MANIFEST}")
+            self._remove_tree(f"{prefix}/{format_step(step)}")
+        return removed
 
     def _load(self, base: str, step: float) -> dict[str, bytes] | None:
-        table = parse_manifest(self._get(f"{base}/{MANIFEST}"), step)
-        if table is None:
+        body = parse_manifest(self._get(f"{base}/{MANIFEST}"), step)
+        if body is None:
             return None
         files = {}
-        for name, entry in table.items():
+        for name, entry in body["files"].items():
             data = self._get(f"{base}/{name}")
             if not isinstance(entry, dict) or not intact(entry, data):
                 return None

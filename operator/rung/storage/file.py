@@ -71,3 +71,24 @@ class FileStore(CheckpointStore):
 
     def _remove_tree(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)
+
+    def _sizes(self, prefix: str) -> dict[str, int]:
+        root, sizes = self._path(prefix), {}
+        for folder, _, names in os.walk(root):
+            rel = Path(folder).relative_to(root).parts
+            for name in names:
+                try:
+                    sizes["/".join((*rel, name))] = os.stat(os.path.join(folder, name)).st_size
+                except FileNotFoundError:  # removed while we listed
+                    pass
+        return sizes
+
+    def _abort_uploads(self, prefix: str) -> int:
+        # A write killed between its temp file and the rename leaves `.<name>.<hex>.tmp`.
+        count = 0
+        for folder, _, names in os.walk(self._path(prefix)):
+            for name in names:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    Path(folder, name).unlink(missing_ok=True)
+                    count += 1
+        return count

@@ -1,9 +1,10 @@
 """s3:// checkpoint store: a bucket and prefix on AWS S3 or any S3-compatible server
 (MinIO, Ceph RGW, ...), through boto3.
 
-Sealing lives in base.py; this file supplies the five primitives. S3 makes each object
-write atomic (a PUT, or a multipart upload on completion, is wholly visible or not at
-all) and listings strongly consistent, which is all the manifest-last rule needs.
+Sealing and retention live in base.py; this file supplies the seven primitives. S3
+makes each object write atomic (a PUT, or a multipart upload on completion, is wholly
+visible or not at all) and listings strongly consistent, which is all the manifest-last
+rule needs.
 
 Settings come from boto3's usual environment: AWS_ENDPOINT_URL (RUNG_S3_ENDPOINT wins
 over it), AWS_REGION / AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
@@ -268,7 +269,7 @@ class S3Store(CheckpointStore):
         except Exception as e:
             raise self._unavailable(e, "list", "") from e
 
-    # --- the five primitives -----------------------------------------------------------
+    # --- the seven primitives ----------------------------------------------------------
     def _children(self, prefix: str) -> list[str]:
         base = self._key(prefix) + "/"
         names = []
@@ -340,3 +341,35 @@ class S3Store(CheckpointStore):
                     raise ClientError({"Error": failed[0]}, "DeleteObjects")
         except Exception as e:
             raise self._unavailable(e, "delete", prefix) from e
+
+    def _sizes(self, prefix: str) -> dict[str, int]:
+        base = self._key(prefix) + "/"
+        sizes = {}
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
+                sizes.update((o["Key"][len(base):], o["Size"]) for o in page.get("Contents", []))
+        except Exception as e:
+            raise self._unavailable(e, "list", prefix) from e
+        return sizes
+
+    def _abort_uploads(self, prefix: str) -> int:
+        # Parts of an upload never completed are billed until it is aborted. The bucket's
+        # uploads are listed with no Prefix and filtered here: MinIO answers a Prefix
+        # only when it is one exact key (and, with none, lists the uploads it started
+        # since it last restarted; it expires older ones itself after 24 h).
+        base = self._key(prefix) + "/"
+        count = 0
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket):
+                for upload in page.get("Uploads", []):
+                    if upload["Key"].startswith(base):
+                        try:
+                            self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                               UploadId=upload["UploadId"])
+                            count += 1
+                        except Exception as e:
+                            if self._code(e) != "NoSuchUpload":  # aborted or completed meanwhile
+                                raise
+        except Exception as e:
+            raise self._unavailable(e, "abort uploads under", prefix) from e
+        return count

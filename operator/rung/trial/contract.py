@@ -4,6 +4,12 @@ Inputs arrive as environment variables; live metrics leave as stdout lines that 
 with REPORT_PREFIX followed by JSON; the final result of a segment is written as JSON to
 the file named by RESULT_FILE (in a pod: the container's termination message path), so
 trial code needs no access to the API server or the results folder.
+
+Checkpoint housekeeping runs in the trial, where the store and its credentials are:
+before its first save the SDK aborts uploads a killed predecessor left under its prefix;
+after each save it prunes to the latest checkpoint plus RUNG_KEEP_BEST best by
+RUNG_OBJECTIVE, ranked from the metrics each manifest records. Unset RUNG_KEEP_BEST (a
+trainable run by hand) keeps every checkpoint.
 """
 
 ENV_STUDY = "RUNG_STUDY"              # study name
@@ -15,6 +21,9 @@ ENV_CHECKPOINT_URI = "RUNG_CHECKPOINT_URI"  # this trial's checkpoint root, file
 ENV_RESULT_FILE = "RUNG_RESULT_FILE"  # where the final result JSON goes
 ENV_CHECKPOINT_EVERY_STEPS = "RUNG_CHECKPOINT_EVERY_STEPS"      # periodic checkpoints (0: off)
 ENV_CHECKPOINT_EVERY_SECONDS = "RUNG_CHECKPOINT_EVERY_SECONDS"  # periodic checkpoints (0: off)
+ENV_KEEP_BEST = "RUNG_KEEP_BEST"      # retention: latest + this many best (int; unset/empty: keep all)
+ENV_OBJECTIVE = "RUNG_OBJECTIVE"      # the metric that ranks checkpoints, e.g. val_loss
+ENV_OBJECTIVE_GOAL = "RUNG_OBJECTIVE_GOAL"  # minimize (default) | maximize
 
 REPORT_PREFIX = "@rung "  # stdout line: '@rung {"step": 3, "metrics": {"val_loss": 0.12}}'
 

@@ -24,6 +24,7 @@ _last_saved_step: float | None = None
 _last_saved_time = time.monotonic()
 _last_report: dict = {}     # the latest {"step", "metrics"}, repeated when an error is recorded
 _hook_installed = False
+_swept: set[str] = set()    # checkpoint URIs whose cut-off uploads this process aborted
 
 
 def _env(name: str) -> str | None:
@@ -111,14 +112,46 @@ def checkpoint_step() -> float:
 
 
 def save_checkpoint(state: Any, step: float) -> None:
-    """Pickle `state` as this trial's checkpoint at `step`, sealed (no-op without a URI)."""
+    """Pickle `state` as this trial's checkpoint at `step`, sealed (no-op without a URI).
+    The manifest keeps the metrics reported at this same step; then retention runs."""
     global _last_saved_step, _last_saved_time
     where = _store()
     if where is None:
         return
     store, prefix = where
-    store.save(prefix, step, {STATE_FILE: pickle.dumps(state, protocol=5)})
+    uri = _env(C.ENV_CHECKPOINT_URI)
+    if uri not in _swept:  # no other writer of this prefix runs while this segment does
+        _swept.add(uri)
+        _housekeeping("aborting cut-off uploads", lambda: store.abort_incomplete(prefix))
+    reported = _last_report.get("metrics") if _last_report.get("step") == _number(step) else None
+    store.save(prefix, step, {STATE_FILE: pickle.dumps(state, protocol=5)}, metrics=reported)
     _last_saved_step, _last_saved_time = float(step), time.monotonic()
+    _housekeeping("checkpoint retention", lambda: _prune(store, prefix))
+
+
+def _prune(store, prefix: str) -> None:
+    """Keep the latest checkpoint and the RUNG_KEEP_BEST best; unset keeps every one."""
+    raw = _env(C.ENV_KEEP_BEST)
+    if raw is None:
+        return
+    try:
+        keep_best = int(raw)
+    except ValueError:
+        keep_best = -1
+    if keep_best < 0:
+        raise InputError(C.ENV_KEEP_BEST, f"{raw!r} is not a whole number >= 0",
+                         "unset it (keep every checkpoint) or set e.g. 1")
+    store.prune(prefix, keep_best, _env(C.ENV_OBJECTIVE), _env(C.ENV_OBJECTIVE_GOAL) or "minimize")
+
+
+def _housekeeping(what: str, work) -> None:
+    """Housekeeping never fails a trial: a failure is one warning line on stderr."""
+    try:
+        work()
+    except Exception as e:
+        text = e.line() if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
+        sys.stderr.write(f"rung: warning: {what} failed, going on: {' '.join(text.split())[:500]}\n")
+        sys.stderr.flush()
 
 
 def _every(name: str) -> float:

@@ -1,0 +1,118 @@
+"""The operator's machinery, shared by every Study: one watch of Rung's pods and one of
+Trials per watched namespace (label-selected on the server), a work queue of Studies, and
+a few workers that step them. A change to a pod or a Trial queues its Study; a Study is
+never stepped by two workers at once; quiet Studies cost nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rung.api import parse_study
+from rung.controller.storage import StudyStore
+from rung.controller.study import OperatorConfig, StudyController
+from rung.controller.workqueue import WorkQueue
+from rung.errors import InputError
+from rung.kube.api import Kube, path
+from rung.kube.informer import STUDY_LABEL, Informer, Key, ObjectCache, metadata_only
+from rung.runtime.kubernetes import POD_SELECTOR
+
+log = logging.getLogger(__name__)
+
+
+class PodsRemain(Exception):
+    """A deleted Study still has pods; its checkpoints wait until they are gone."""
+
+
+class Controller:
+    def __init__(self, kube: Kube, config: OperatorConfig):
+        self.kube, self.config = kube, config
+        self.pods = ObjectCache(on_change=lambda key, kind, obj: self.queue.add(key))
+        self.trials = ObjectCache(keep=metadata_only, on_change=self._trial_changed)
+        self.queue = WorkQueue()
+        self.studies: dict[Key, StudyController] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        namespaces = config.namespaces or (None,)
+        self.informers = [Informer(kube, path(kind, ns), selector, cache, ns, self.stopping)
+                          for ns in namespaces
+                          for kind, selector, cache in (("pods", POD_SELECTOR, self.pods),
+                                                        ("trials", STUDY_LABEL, self.trials))]
+        self.workers = [threading.Thread(target=self._work, name=f"rung-worker-{i}", daemon=True)
+                        for i in range(config.workers)]
+
+    def start(self) -> None:
+        for informer in self.informers:
+            informer.start()
+        for worker in self.workers:
+            worker.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for worker in self.workers:
+            worker.join(timeout=30)
+
+    # ---- Studies, as kopf sees them ---------------------------------------------------
+    def observe(self, body: dict) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        with self.lock:
+            study = self.studies.get(key)
+            if study is None or study.study_object()["metadata"]["uid"] != body["metadata"]["uid"]:
+                study = self.studies[key] = StudyController(self.kube, self.pods, self.config, body)
+                wake = True
+            else:
+                wake = study.observe(body)
+        if wake:
+            self.queue.add(key)
+
+    def forget(self, key: Key) -> None:
+        with self.lock:
+            self.studies.pop(key, None)
+
+    def delete_study(self, body: dict) -> None:
+        """The Study is being deleted and its checkpoints are not retained: stop its work,
+        remove its pods, and once none is left (a late save would bring checkpoints
+        back), its checkpoints. Raises PodsRemain until then."""
+        meta = body["metadata"]
+        self.forget((meta["namespace"], meta["name"]))
+        selector = f"{STUDY_LABEL}={meta['name']}"
+        pods = self.kube.request("GET", path("pods", meta["namespace"]), query={"labelSelector": selector})["items"]
+        running = [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+        if running:
+            self.kube.request("DELETE", path("pods", meta["namespace"]), query={"labelSelector": selector})
+            raise PodsRemain(f"{len(running)} pods of Study {meta['name']} are still stopping")
+        try:
+            study = parse_study(body)
+        except InputError:
+            return   # an invalid Study never ran, so it has no checkpoints
+        root = study.spec.checkpoints.uri or self.config.checkpoint_root
+        StudyStore(self.kube, study, root).delete_all()
+        log.info("study %s/%s: checkpoints under %s removed", meta["namespace"], meta["name"], root)
+
+    # ---- work -------------------------------------------------------------------------
+    def _trial_changed(self, key: Key, kind: str, obj: dict) -> None:
+        study = self.studies.get(key)
+        if study is not None:
+            study.trial_changed(kind, obj)
+            self.queue.add(key)
+
+    def _work(self) -> None:
+        for informer in self.informers:   # decisions need the world as it is, not half of it
+            while not informer.synced.wait(1.0):
+                if self.stopping.is_set():
+                    return
+        while not self.stopping.is_set():
+            key = self.queue.get(timeout=1.0)
+            if key is None:
+                continue
+            try:
+                study = self.studies.get(key)
+                delay = study.step() if study is not None else None
+            except Exception:   # step() sorts its own failures; this is a bug, keep the worker alive
+                log.exception("study %s/%s: unexpected error", *key)
+                delay = self.config.resync
+            finally:
+                self.queue.done(key)
+            if delay is not None and key in self.studies:
+                self.queue.add_after(key, delay)

@@ -1,0 +1,189 @@
+"""One Study on the cluster: its spec checked, then the shared Study loop stepped with
+pods as the runtime and Trial objects as the records, whenever something about the Study
+changes (a pod, a Trial, the spec) or a wait runs out.
+
+A step that fails leaves the Study's records as the API server has them; the cause is
+sorted (rung.kube.api.refusal): the cluster refusing for now holds the Study with a
+`Held` condition naming the cause, and the step is retried with backoff; an outside
+change to a Trial is simply reloaded. Nothing of this counts against the Study's trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from rung.api import parse_study
+from rung.controller.events import post_event
+from rung.controller.storage import StudyStore
+from rung.controller.trial_store import StaleRecords, TrialStore, set_condition, study_conditions
+from rung.errors import InputError
+from rung.kube.api import Kube, path, refusal
+from rung.kube.informer import ObjectCache, version
+from rung.runtime.kubernetes import KubernetesRuntime
+from rung.runtime.loop import HOLD_API, StudyLoop
+from rung.schedulers import make_scheduler
+from rung.schedulers.base import Scheduler
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("Succeeded", "Failed", "Invalid")
+MAX_BACKOFF = 30.0
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    trial_image: str                       # for Studies that leave spec.trial.image out
+    checkpoint_root: str                   # for Studies that leave spec.checkpoints.uri out
+    namespaces: tuple[str, ...] = ()       # watched namespaces; () means all
+    interval: float = 1.0                  # seconds between steps of a Study that waits on something
+    resync: float = 60.0                   # seconds between steps of a quiet Study (a safety net)
+    workers: int = 4                       # Studies stepped at once
+
+
+def needs_live_reports(scheduler: Scheduler) -> bool:
+    """Only schedulers that decide during a segment (stop rules) read running pods' logs."""
+    return type(scheduler).report is not Scheduler.report
+
+
+def checkpoint_volumes(root: str) -> list[tuple[dict, dict]]:
+    """file:// checkpoints live on the node's disk, mounted at the same path (one-node clusters)."""
+    if not root.startswith("file://"):
+        return []
+    local = root[len("file://"):]
+    return [({"name": "rung-checkpoints", "hostPath": {"path": local, "type": "DirectoryOrCreate"}},
+             {"name": "rung-checkpoints", "mountPath": local})]
+
+
+def finished(body: dict) -> bool:
+    """Ended under its current spec: nothing to do until the spec changes."""
+    status, meta = body.get("status") or {}, body["metadata"]
+    return status.get("phase") in TERMINAL and status.get("observedGeneration") == meta.get("generation")
+
+
+class StudyController:
+    def __init__(self, kube: Kube, pods: ObjectCache, config: OperatorConfig, body: dict, clock=time.monotonic):
+        self.kube, self.pods, self.config, self.clock = kube, pods, config, clock
+        self._body, self._lock = body, threading.Lock()
+        self.generation = None          # of the spec the loop runs
+        self.loop: StudyLoop | None = None
+        self.records: TrialStore | None = None
+        self.runtime: KubernetesRuntime | None = None
+        self.store: StudyStore | None = None
+        self.backoff = 0.0
+
+    # ---- what the watches say ------------------------------------------------------
+    def observe(self, body: dict) -> bool:
+        """A newer Study object from the watch; True when it calls for a step."""
+        with self._lock:
+            if version(body) < version(self._body):
+                return False
+            old, self._body = self._body, body
+        meta = body["metadata"]
+        return (meta.get("generation") != old["metadata"].get("generation") or bool(meta.get("deletionTimestamp"))
+                or self.generation is None)
+
+    def study_object(self) -> dict:
+        """The newest Study object: from the watch, or from our own last status write."""
+        with self._lock:
+            body = self._body
+        written = self.records.written_study if self.records else None
+        return written if written is not None and version(written) > version(body) else body
+
+    def trial_changed(self, event: str, obj: dict) -> None:
+        if self.records is not None:
+            self.records.trial_changed(event, obj)
+
+    # ---- stepping -------------------------------------------------------------------
+    def step(self) -> float | None:
+        """One step; returns the seconds until the next one is due (None: only when
+        something changes)."""
+        body = self.study_object()
+        if body["metadata"].get("deletionTimestamp"):
+            return None
+        try:
+            if body["metadata"].get("generation") != self.generation:
+                if finished(body) or not self._configure(body):
+                    return None
+            held_before = bool(self.loop.holds)
+            self.loop.hold(HOLD_API, "", "")
+            more = self.loop.step()
+        except Exception as e:
+            return self._failed(e)
+        self.backoff = 0.0
+        if self.loop.holds and not held_before:
+            hold = next(iter(self.loop.holds.values()))
+            post_event(self.kube, body, "Warning", "Held", f"{hold['reason']}: {hold['message']}")
+        if not more:
+            return None
+        return self.config.interval if self.loop.holds or self.runtime.live_reports else self.config.resync
+
+    def _configure(self, body: dict) -> bool:
+        """Parse the Study's spec (a new generation): build the loop, or update it."""
+        try:
+            study = parse_study(body)
+            scheduler = make_scheduler(study)
+        except InputError as e:
+            self._invalid(body, e)
+            return False
+        root = study.spec.checkpoints.uri or self.config.checkpoint_root
+        if self.loop is None:
+            self.records = TrialStore(self.kube, study, self.study_object)
+            self.runtime = KubernetesRuntime(
+                self.kube, self.pods, study.metadata.namespace, study.name,
+                default_image=self.config.trial_image, owner=self.records.trial_owner,
+                volumes=checkpoint_volumes(root), live_reports=needs_live_reports(scheduler), clock=self.clock)
+            self.store = StudyStore(self.kube, study, root, clock=self.clock)
+            self.loop = StudyLoop(study, self.runtime, self.records, checkpoint_root=root,
+                                  gate=self.store.gate if root.startswith("s3://") else None)
+            if (body.get("status") or {}).get("phase") not in ("Running", *TERMINAL):
+                post_event(self.kube, body, "Normal", "Started",
+                           f"{study.spec.algorithm.name}: up to {study.spec.limits.max_trials} trials, "
+                           f"{study.spec.limits.parallelism} at a time")
+        else:   # only limits, the trial template and checkpoint settings may change (CRD rules)
+            self.loop.update(study)
+            self.records.study = self.store.study = study
+        self.runtime.secret_env = study.spec.checkpoints.secret_ref
+        self.generation = body["metadata"].get("generation")
+        return True
+
+    def _failed(self, e: Exception) -> float:
+        if isinstance(e, StaleRecords):   # someone else wrote: the next step reloads
+            log.info("study %s: %s; reloading", self._name(), e)
+            return 0.0
+        refused = refusal(e)
+        if refused is None:
+            log.exception("study %s: step failed; retrying", self._name())
+        else:
+            log.warning("study %s: held: %s", self._name(), refused.line())
+            if self.loop is not None:
+                self.loop.hold(HOLD_API, refused.cause, refused.line())
+                self._write_holds()
+        self.backoff = min(max(0.5, 2 * self.backoff), MAX_BACKOFF)
+        return self.backoff
+
+    def _write_holds(self) -> None:
+        """Best effort, while the API misbehaves: only the conditions say why."""
+        body = self.study_object()
+        status = body.get("status") or {}
+        try:
+            self.records.patch_study_status({"conditions": study_conditions(
+                status.get("conditions") or [], status.get("phase") or "Running", "", self.loop.holds)})
+        except Exception as e:
+            log.debug("study %s: cannot write the Held condition either: %s", self._name(), e)
+
+    def _invalid(self, body: dict, e: InputError) -> None:
+        status = body.get("status") or {}
+        conditions = set_condition(status.get("conditions") or [], "Invalid", "InvalidSpec", e.line(),
+                                   others_false=("Running", "Succeeded", "Failed"))
+        meta = body["metadata"]
+        self.kube.request("PATCH", path("studies", meta["namespace"], meta["name"], "status"), merge_patch=True,
+                          body={"status": {"phase": "Invalid", "conditions": conditions,
+                                           "observedGeneration": meta.get("generation")}})
+        post_event(self.kube, body, "Warning", "InvalidSpec", e.line())
+
+    def _name(self) -> str:
+        meta = self._body["metadata"]
+        return f"{meta['namespace']}/{meta['name']}"

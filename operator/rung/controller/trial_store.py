@@ -1,0 +1,247 @@
+"""Trial objects as a Study loop's records, and the Study's status (the operator's RecordStore).
+
+A Trial is created once per trial (spec: study, index, params; never changed again) and
+its status holds the segments. Every status write carries the resourceVersion this store
+last read or wrote, so a write over someone else's change fails (409) instead of erasing
+it; the loop then reloads. `load()` is a real LIST, not the watch cache, so a reload sees
+every write that succeeded. The Study's status holds counts, the best trial, a bounded
+top-k and the next trial number: nothing that grows with the number of trials.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+import math
+from dataclasses import asdict, fields
+from typing import Callable
+
+from pydantic.alias_generators import to_camel
+
+from rung.api import Study
+from rung.controller.events import post_event
+from rung.kube.api import GROUP, VERSION, Kube, path, status_of
+from rung.kube.informer import STUDY_LABEL, version
+from rung.records import RecordStore, SegmentRecord, SegmentStatus, TrialRecord
+from rung.report import summarize, top_trials
+from rung.runtime.loop import HOLD_STORE, StudyState
+
+log = logging.getLogger(__name__)
+
+TRIAL_PHASES = {SegmentStatus.RUNNING: "Running", SegmentStatus.COMPLETED: "Succeeded",
+                SegmentStatus.FAILED: "Failed", SegmentStatus.STOPPED: "Stopped"}
+STUDY_PHASES = {StudyState.RUNNING: "Running", StudyState.INTERRUPTED: "Running",
+                StudyState.SUCCEEDED: "Succeeded", StudyState.FAILED: "Failed"}
+MAX_CURVE = 1000   # points kept per segment in a Trial's status (etcd objects stay small)
+TOP_K = 10
+
+_SEGMENT_KEYS = {f.name: to_camel(f.name) for f in fields(SegmentRecord)}
+
+
+class StaleRecords(Exception):
+    """Someone else wrote a Trial this store meant to write: reload and decide again."""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def owner_reference(kind: str, obj: dict) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": obj["metadata"]["name"],
+            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def segment_to_status(seg: SegmentRecord) -> dict:
+    doc = {_SEGMENT_KEYS[k]: v for k, v in asdict(seg).items() if v is not None}
+    doc["status"] = str(seg.status)
+    # JSON has no inf/nan (a diverged metric): the API server would refuse the whole status
+    doc["metrics"] = {k: v for k, v in seg.metrics.items() if not isinstance(v, float) or math.isfinite(v)}
+    if len(seg.curve) > MAX_CURVE:   # keep the start and the most recent points
+        doc["curve"] = seg.curve[: MAX_CURVE // 2] + seg.curve[-MAX_CURVE // 2:]
+    return doc
+
+
+def segment_from_status(doc: dict) -> SegmentRecord:
+    back = {v: k for k, v in _SEGMENT_KEYS.items()}
+    return SegmentRecord(**{back[k]: v for k, v in doc.items() if k in back})
+
+
+def trial_from_object(obj: dict) -> TrialRecord:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    return TrialRecord(int(spec["index"]), obj["metadata"]["name"], dict(spec.get("params") or {}),
+                       [segment_from_status(s) for s in status.get("segments") or []])
+
+
+class TrialStore(RecordStore):
+    def __init__(self, kube: Kube, study: Study, study_object: Callable[[], dict]):
+        """`study_object()` is the newest Study object known (from the watch, or from this
+        store's own status writes)."""
+        self.kube, self.study, self.study_object = kube, study, study_object
+        self.namespace, self.name = study.metadata.namespace, study.name
+        self.sign = 1.0 if study.minimize else -1.0
+        self.trials: dict[int, TrialRecord] = {}
+        self.uids: dict[str, str] = {}           # trial name -> uid (owner of its pods)
+        self.versions: dict[str, int] = {}       # trial name -> resourceVersion last read or written
+        self._phase: dict[str, str] = {}         # trial name -> phase last written
+        self.outside: collections.deque[tuple[str, str, int]] = collections.deque()   # (event, name, version)
+        self.written_study: dict | None = None   # the Study object our last status write returned
+
+    # ---- trials -----------------------------------------------------------------------
+    def load(self) -> list[TrialRecord]:
+        self.outside.clear()   # before the LIST: a change after it is seen by changed()
+        items, _ = self.kube.list_all(path("trials", self.namespace), {"labelSelector": f"{STUDY_LABEL}={self.name}"})
+        uid = self.study_object()["metadata"]["uid"]
+        self.trials, self.uids, self.versions, self._phase = {}, {}, {}, {}
+        for obj in items:
+            if not any(o.get("uid") == uid for o in obj["metadata"].get("ownerReferences") or []):
+                continue   # left by an earlier Study of the same name, on its way out
+            trial = trial_from_object(obj)
+            self.trials[trial.index] = trial
+            self.uids[trial.name], self.versions[trial.name] = obj["metadata"]["uid"], version(obj)
+            self._phase[trial.name] = (obj.get("status") or {}).get("phase", "")
+        return sorted(self.trials.values(), key=lambda t: t.index)
+
+    def save(self, trial: TrialRecord) -> None:
+        if trial.name not in self.uids:
+            self._create(trial)
+        phase = TRIAL_PHASES[trial.state]
+        seg = trial.current
+        value = None if seg.loss is None or seg.running else self.sign * seg.loss
+        body = {"metadata": {"resourceVersion": str(self.versions[trial.name])},
+                "status": {"phase": phase, "budget": seg.budget, "reached": seg.reached, "value": value,
+                           "segments": [segment_to_status(s) for s in trial.segments]}}
+        try:
+            written = self.kube.request("PATCH", path("trials", self.namespace, trial.name, "status"),
+                                        body=body, merge_patch=True)
+        except Exception as e:
+            if status_of(e) in (404, 409):
+                raise StaleRecords(f"trial {trial.name} was changed or deleted by someone else") from e
+            raise
+        self.versions[trial.name] = version(written)
+        self.trials[trial.index] = trial
+        if phase == "Failed" and self._phase.get(trial.name) != "Failed":
+            post_event(self.kube, self.study_object(), "Warning", "TrialFailed", f"{trial.name}: {seg.reason}")
+        self._phase[trial.name] = phase
+
+    def _create(self, trial: TrialRecord) -> None:
+        study = self.study_object()
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial",
+            "metadata": {"name": trial.name, "namespace": self.namespace, "labels": {STUDY_LABEL: self.name},
+                         "ownerReferences": [owner_reference("Study", study)]},
+            "spec": {"study": self.name, "index": trial.index, "params": trial.config},
+        }
+        try:
+            created = self.kube.request("POST", path("trials", self.namespace), body=body)
+        except Exception as e:
+            if status_of(e) != 409:
+                raise
+            # It exists: ours if an answer was lost, else another writer's (never overwritten).
+            created = self.kube.request("GET", path("trials", self.namespace, trial.name))
+            mine = any(o.get("uid") == study["metadata"]["uid"] for o in created["metadata"].get("ownerReferences") or [])
+            if not mine or created["spec"].get("index") != trial.index or created["spec"].get("params") != trial.config:
+                raise StaleRecords(f"trial {trial.name} exists with other parameters") from e
+        self.uids[trial.name], self.versions[trial.name] = created["metadata"]["uid"], version(created)
+
+    def changed(self) -> bool:
+        """Did anyone else change this Study's Trials since the last load or write?"""
+        outside = False
+        while self.outside:
+            event, name, rv = self.outside.popleft()
+            known = self.versions.get(name)
+            if event == "DELETED" or known is None or rv > known:
+                outside = True
+        return outside
+
+    def trial_changed(self, event: str, obj: dict) -> None:
+        """From the Trial watch (any thread): remember it for changed()."""
+        self.outside.append((event, obj["metadata"]["name"], version(obj)))
+
+    def trial_owner(self, trial_name: str) -> dict | None:
+        uid = self.uids.get(trial_name)
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial", "name": trial_name, "uid": uid,
+                "controller": True, "blockOwnerDeletion": True} if uid else None
+
+    # ---- the Study's status -----------------------------------------------------------
+    def load_status(self) -> dict:
+        status = self.study_object().get("status") or {}
+        phase = status.get("phase")
+        state = {"Succeeded": StudyState.SUCCEEDED, "Failed": StudyState.FAILED}.get(phase, StudyState.RUNNING)
+        reason = next((c.get("message", "") for c in status.get("conditions") or []
+                       if c.get("type") == "Failed" and c.get("status") == "True"), "")
+        return {"state": state, "reason": reason, "elapsed": float(status.get("elapsed") or 0.0),
+                "next_index": int(status.get("nextIndex") or 0)}
+
+    def save_status(self, status: dict) -> None:
+        trials = sorted(self.trials.values(), key=lambda t: t.index)
+        summary = summarize(self.study, trials, status)
+        phase = STUDY_PHASES[status["state"]]
+        counts = {"total": len(trials), **{str(s): summary.counts[s] for s in SegmentStatus}}
+        best = summary.best
+        before = self.study_object()
+        old = before.get("status") or {}
+        patch = {
+            "phase": phase, "trials": counts, "elapsed": round(status.get("elapsed", 0.0), 3),
+            "nextIndex": status.get("next_index", 0),
+            "observedGeneration": self.study.metadata.model_extra.get("generation"),
+            "best": None if best is None else {
+                "trial": best.trial.name, "value": summary.metric(best.loss), "budget": best.budget,
+                "params": best.trial.config},
+            "top": [{"trial": t.name, "value": summary.metric(loss), "budget": budget}
+                    for t, budget, loss in top_trials(summary, TOP_K)],
+            "conditions": study_conditions(old.get("conditions") or [], phase, status.get("reason", ""),
+                                           status.get("holds") or {}),
+        }
+        self.patch_study_status(patch)
+        if phase != old.get("phase"):
+            if phase == "Failed":
+                post_event(self.kube, before, "Warning", "StudyFailed", status.get("reason", ""))
+            elif phase == "Succeeded" and best is not None:
+                post_event(self.kube, before, "Normal", "StudySucceeded",
+                           f"best {self.study.spec.objective.metric} {summary.metric(best.loss):g} "
+                           f"({best.trial.name})")
+
+    def patch_study_status(self, patch: dict) -> None:
+        self.written_study = self.kube.request("PATCH", path("studies", self.namespace, self.name, "status"),
+                                               body={"status": patch}, merge_patch=True)
+
+
+def study_conditions(conditions: list[dict], phase: str, reason: str, holds: dict[str, dict]) -> list[dict]:
+    """The Study's conditions: its phase, whether it is held (and why), and its store."""
+    wanted = {
+        "Running": ("Running", "TrialsRunning", "trials are running"),
+        "Succeeded": ("Succeeded", "AllTrialsDone", "every trial the algorithm asked for is done"),
+        "Failed": ("Failed", "TooManyFailedTrials", reason),
+    }[phase]
+    conditions = set_condition(conditions, *wanted, others_false=("Running", "Succeeded", "Failed", "Invalid"))
+    if holds:
+        hold = holds[sorted(holds)[0]]
+        conditions = upsert_condition(conditions, "Held", "True", hold["reason"], hold["message"])
+    elif any(c["type"] == "Held" for c in conditions):
+        conditions = upsert_condition(conditions, "Held", "False", "Resumed", "nothing holds the Study back")
+    store = (holds.get(HOLD_STORE) or {}).get("message", "")
+    if store or any(c["type"] == "CheckpointStoreReady" for c in conditions):
+        conditions = upsert_condition(conditions, "CheckpointStoreReady", "False" if store else "True",
+                                      "StoreUnavailable" if store else "StoreReachable",
+                                      store or "the checkpoint store answers")
+    return conditions
+
+
+def upsert_condition(conditions: list[dict], type_: str, status: str, reason: str, message: str) -> list[dict]:
+    """`conditions` with `type_` set; its transition time moves only when its status changes."""
+    prev = next((c for c in conditions if c["type"] == type_), None)
+    changed = prev is None or prev.get("status") != status
+    new = {"type": type_, "status": status, "reason": reason, "message": message[:1024],
+           "lastTransitionTime": now() if changed else prev.get("lastTransitionTime", now())}
+    return [c for c in conditions if c["type"] != type_] + [new]
+
+
+def set_condition(conditions: list[dict], type_: str, reason: str, message: str,
+                  others_false: tuple[str, ...] = ()) -> list[dict]:
+    """`type_` True, and those of `others_false` that are present False."""
+    for t in others_false:
+        prev = next((c for c in conditions if c["type"] == t), None)
+        if t != type_ and prev is not None:
+            conditions = upsert_condition(conditions, t, "False", prev.get("reason", ""), prev.get("message", ""))
+    return upsert_condition(conditions, type_, "True", reason, message)

@@ -1,0 +1,111 @@
+"""The operator's Study controller against an API that fails a seeded fraction of calls at
+every point (before or after they take effect), delivers watch events late, loses pods,
+has Trials deleted under it, and restarts it: for thousands of steps, every segment's
+result is recorded exactly once, no trial is stuck or numbered twice, and no failure is
+charged to a trial."""
+
+import random
+from collections import Counter
+
+import pytest
+
+from fake_kube import FakeKube
+from rung.controller.study import OperatorConfig, StudyController
+from rung.kube.api import path
+from rung.kube.informer import STUDY_LABEL, ObjectCache, metadata_only
+from rung.runtime.kubernetes import POD_SELECTOR
+from test_loop import quality
+
+pytestmark = pytest.mark.unit
+
+NS = "ns"
+
+
+def study_body(name, algorithm, max_trials, parallelism):
+    return {"apiVersion": "rung.dev/v1alpha1", "kind": "Study", "metadata": {"name": name, "namespace": NS},
+            "spec": {"objective": {"metric": "loss"},
+                     "searchSpace": {"x": {"type": "float", "low": 0, "high": 1},
+                                     "y": {"type": "float", "low": 0, "high": 1}},
+                     "algorithm": {"name": algorithm, "seed": 3},
+                     "budget": {"min": 1, "max": 27},
+                     "limits": {"maxTrials": max_trials, "parallelism": parallelism, "maxFailedTrials": 0,
+                                "maxPreemptions": 50},
+                     "trial": {"command": ["train"]}}}
+
+
+class Operator:
+    """One life of the operator: its watches (fed by the fake) and the Study's controller."""
+
+    def __init__(self, kube: FakeKube, name: str):
+        self.pods = ObjectCache()
+        self.trials = ObjectCache(keep=metadata_only, on_change=lambda key, kind, obj: self.study.trial_changed(kind, obj))
+        config = OperatorConfig("img:1", "file:///ckpt", (NS,))
+        self.study = StudyController(kube, self.pods, config, kube.get("studies", NS, name),
+                                     clock=lambda: kube.ticks)   # a tick is a second
+        kube.subscribe("pods", POD_SELECTOR, self.pods)
+        kube.subscribe("trials", STUDY_LABEL, self.trials)
+
+    def end(self, kube: FakeKube) -> None:
+        kube.watchers = [w for w in kube.watchers if w[2] not in (self.pods, self.trials)]
+
+
+@pytest.mark.parametrize("algorithm,seed", [("asha", 1), ("asha", 2), ("hyperband", 3), ("random", 4),
+                                            ("asha-stop", 5)])
+def test_faults_everywhere_lose_duplicate_and_strand_nothing(algorithm, seed):
+    rng = random.Random(seed)
+    kube = FakeKube(rng, fail=0.0, delay=0.5, pace=0.3)
+    kube.request("POST", path("studies", NS), body=study_body("s", algorithm, 150, 4))
+    kube.fail = 0.15
+    op, lives, deleted, lost, zombie = Operator(kube, "s"), 1, set(), 0, None
+    running_since: dict[tuple[str, int], int] = {}
+    for steps in range(1, 30_000):
+        kube.tick()
+        kube.deliver()
+        if rng.random() < 0.01:   # SIGKILL: a new operator; the old one may go on a while (a lease overlap)
+            if zombie is not None:
+                zombie.end(kube)
+            zombie = op if rng.random() < 0.5 else op.end(kube)
+            op, lives = Operator(kube, "s"), lives + 1
+        if zombie is not None:
+            zombie.study.step()
+            if rng.random() < 0.2:
+                zombie = zombie.end(kube)
+        trials = [o for (k, _, _), o in kube.objects.items() if k == "trials"]
+        if trials and len(deleted) < 4 and rng.random() < 0.004:   # kubectl delete trial, running or finished
+            victim = rng.choice(trials)["metadata"]["name"]
+            deleted.add(victim)
+            kube.delete("trials", NS, victim)
+        for t in trials:                                          # no trial stays Running for long
+            segments = (t.get("status") or {}).get("segments") or []
+            if segments and segments[-1]["status"] == "running":
+                since = running_since.setdefault((t["metadata"]["name"], len(segments)), steps)
+                assert steps - since < 1500, f"{t['metadata']['name']} is stuck running"
+        running = [p for p in kube.pods("s") if p["status"]["phase"] == "Running"]
+        if running and rng.random() < 0.03:                       # a pod is preempted
+            kube._delete_pod(rng.choice(running)["metadata"]["name"], NS)
+            lost += 1
+        op.study.observe(kube.get("studies", NS, "s"))           # the Study watch
+        op.study.step()
+        if (kube.get("studies", NS, "s").get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            break
+    status = kube.get("studies", NS, "s")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert steps > 1000 and lives > 5 and lost > 3 and deleted, (steps, lives, lost, deleted)
+    names = Counter(name for kind, name in kube.created_names if kind == "trials")
+    assert max(names.values()) == 1                               # no trial number given twice
+    assert len(names) == 150 and set(names) == {f"s-{i}" for i in range(150)}
+    successes = Counter((p["metadata"]["labels"]["rung.dev/trial"], p["metadata"]["labels"]["rung.dev/segment"])
+                        for p in kube.pods("s") if p["status"]["phase"] == "Succeeded")
+    for (k, _, name), trial in kube.objects.items():
+        if k != "trials":
+            continue
+        segments = trial["status"]["segments"]
+        budgets = [s["budget"] for s in segments]
+        assert budgets == sorted(set(budgets)), name              # no segment recorded twice
+        for i, seg in enumerate(segments):
+            assert seg["status"] in ("completed", "stopped"), (name, seg)   # none stuck, none failed
+            if seg["status"] == "completed":
+                assert seg["loss"] == pytest.approx(quality(trial["spec"]["params"], seg["budget"]))
+                assert successes[(name, str(i))] == 1, (name, i)  # trained to its end exactly once
+    assert status["trials"]["failed"] == 0 and status["trials"]["running"] == 0
+    assert not [p for p in kube.pods("s") if p["status"]["phase"] in ("Pending", "Running")]
