@@ -87,11 +87,22 @@ def kubectl(kubeconfig) -> Kubectl:
     return k
 
 
-class Operator:
-    """`rung operator` as a real process: start, SIGKILL, start again."""
+def operator_identity(namespace: str, server: str | None = None) -> str:
+    """A kubeconfig for the ServiceAccount rung-operator of `namespace`, bound to the
+    operator's ClusterRole (tests/cluster/lib/operator-rbac.yaml): the tests run the
+    operator with the least privilege it needs, never as an admin."""
+    args = [str(ROOT / "tests/cluster/operator-identity"), namespace] + (["--server", server] if server else [])
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
 
-    def __init__(self, kubeconfig: str, log: Path, checkpoints: str, namespace: str):
+
+class Operator:
+    """`rung operator` as a real process under its own identity: start, SIGKILL, start again."""
+
+    def __init__(self, kubeconfig: str, log: Path, checkpoints: str, namespace: str, identity: str = "op-a"):
         self.kubeconfig, self.log, self.checkpoints, self.namespace = kubeconfig, log, checkpoints, namespace
+        self.identity = identity
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -99,7 +110,8 @@ class Operator:
         out = open(self.log, "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rung.cli", "operator", "--checkpoint-root", self.checkpoints,
-             "--interval", "0.5", "--namespace", self.namespace], env=env, stdout=out, stderr=subprocess.STDOUT)
+             "--interval", "0.5", "--namespace", self.namespace, "--lease-namespace", self.namespace,
+             "--identity", self.identity], env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -119,7 +131,7 @@ class Operator:
 def operator(kubectl, namespace, tmp_path_factory):
     """An operator watching only the test's namespace: runs of the suite never share Studies."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = Operator(kubectl.kubeconfig, log, f"file://{STATE}/checkpoints", namespace)
+    op = Operator(operator_identity(namespace), log, f"file://{STATE}/checkpoints", namespace)
     op.start()
     yield op
     op.stop()
@@ -136,3 +148,4 @@ def namespace(kubectl, request):
                      60, "the default ServiceAccount")
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
+    kubectl("delete", "clusterrolebinding", f"rung-operator:{name}:rung-operator", "--ignore-not-found", check=False)

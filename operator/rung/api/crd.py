@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel
 
 from rung.api.archsearch import ArchitectureSearchSpec, ArchitectureSearchStatus
-from rung.api.study import StudySpec, StudyStatus
+from rung.api.study import MUTABLE_SPEC, StudySpec, StudyStatus
 from rung.api.trial import TrialSpec, TrialStatus
 
 GROUP, VERSION = "rung.dev", "v1alpha1"
@@ -72,6 +72,9 @@ def crds() -> list[dict]:
 
 def crd(kind: str, plural: str, short: str, spec: type[BaseModel], status: type[BaseModel],
         columns: list[dict]) -> dict:
+    spec_schema = model_schema(spec)
+    if kind == "Study":
+        immutable(spec_schema, MUTABLE_SPEC)
     root = {
         "description": f"A Rung {kind}.",
         "type": "object",
@@ -79,7 +82,7 @@ def crd(kind: str, plural: str, short: str, spec: type[BaseModel], status: type[
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
-            "spec": model_schema(spec),
+            "spec": spec_schema,
             "status": model_schema(status),
         },
         "required": ["spec"],
@@ -103,6 +106,21 @@ def crd(kind: str, plural: str, short: str, spec: type[BaseModel], status: type[
             }],
         },
     }
+
+
+def immutable(schema: dict, mutable: tuple[str, ...], where: str = "spec") -> None:
+    """Give every property of `schema` that is not (under) a `mutable` path a CEL
+    transition rule refusing changes, so the API server turns the edit away with a message."""
+    for name, prop in schema["properties"].items():
+        inner = tuple(m[len(name) + 1:] for m in mutable if m.startswith(f"{name}."))
+        if name in mutable:
+            continue
+        if inner:
+            immutable(prop, inner, f"{where}.{name}")
+            continue
+        prop["x-kubernetes-validations"] = [{
+            "rule": "self == oldSelf",
+            "message": f"{where}.{name} cannot change once the Study exists; create a new Study to change it"}]
 
 
 def model_schema(model: type[BaseModel]) -> dict:
