@@ -87,11 +87,12 @@ def kubectl(kubeconfig) -> Kubectl:
     return k
 
 
-def operator_identity(namespace: str, server: str | None = None) -> str:
-    """A kubeconfig for the ServiceAccount rung-operator of `namespace`, bound to the
-    operator's ClusterRole (tests/cluster/lib/operator-rbac.yaml): the tests run the
-    operator with the least privilege it needs, never as an admin."""
-    args = [str(ROOT / "tests/cluster/operator-identity"), namespace] + (["--server", server] if server else [])
+def operator_identity(namespace: str, server: str | None = None, name: str = "rung-operator") -> str:
+    """A kubeconfig for the ServiceAccount `name` of `namespace`, bound to the operator's
+    ClusterRole (tests/cluster/lib/operator-rbac.yaml): the tests run the operator with
+    the least privilege it needs, never as an admin."""
+    args = [str(ROOT / "tests/cluster/operator-identity"), namespace, "--name", name] + (
+        ["--server", server] if server else [])
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[-1]
@@ -107,11 +108,16 @@ class Operator:
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        args = ["--lease-namespace", self.namespace, "--identity", self.identity]
+        source = os.environ.get("RUNG_OPERATOR_SOURCE")   # another checkout's operator (before/after checks)
+        if source:
+            env["PYTHONPATH"] = f"{source}/operator:{source}/trial_image"
+            args = []   # it may predate leader election
         out = open(self.log, "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rung.cli", "operator", "--checkpoint-root", self.checkpoints,
-             "--interval", "0.5", "--namespace", self.namespace, "--lease-namespace", self.namespace,
-             "--identity", self.identity], env=env, stdout=out, stderr=subprocess.STDOUT)
+             "--interval", "0.5", "--namespace", self.namespace, *args], env=env, stdout=out,
+            stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -10,8 +10,8 @@ from rung.kube.api import Kube, message_of, path
 log = logging.getLogger(__name__)
 
 
-def post_event(kube: Kube, obj: dict, type_: str, reason: str, message: str) -> None:
-    """One Event about `obj`. A courtesy: a failure is logged, never raised."""
+def post_event(kube: Kube, obj: dict, type_: str, reason: str, message: str) -> bool:
+    """One Event about `obj`. A courtesy: a failure is logged, never raised (False)."""
     meta = obj["metadata"]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     event = {
@@ -26,5 +26,7 @@ def post_event(kube: Kube, obj: dict, type_: str, reason: str, message: str) -> 
     }
     try:
         kube.request("POST", path("events", meta["namespace"]), body=event)
+        return True
     except Exception as e:
         log.warning("cannot post event %s for %s: %s", reason, meta["name"], message_of(e))
+        return False

@@ -73,6 +73,7 @@ class StudyController:
         self.runtime: KubernetesRuntime | None = None
         self.store: StudyStore | None = None
         self.backoff = 0.0
+        self.api_held = False           # a Held Event is out for the API's refusal of the last steps
 
     # ---- what the watches say ------------------------------------------------------
     def observe(self, body: dict) -> bool:
@@ -112,7 +113,7 @@ class StudyController:
             more = self.loop.step()
         except Exception as e:
             return self._failed(e)
-        self.backoff = 0.0
+        self.backoff, self.api_held = 0.0, False
         if self.loop.holds and not held_before:
             hold = next(iter(self.loop.holds.values()))
             post_event(self.kube, body, "Warning", "Held", f"{hold['reason']}: {hold['message']}")
@@ -161,6 +162,9 @@ class StudyController:
             if self.loop is not None:
                 self.loop.hold(HOLD_API, refused.cause, refused.line())
                 self._write_holds()
+            if not self.api_held:   # once per hold (tried again while the API refuses the Event too)
+                self.api_held = post_event(self.kube, self.study_object(), "Warning", "Held",
+                                           f"{refused.cause}: {refused.line()}")
         self.backoff = min(max(0.5, 2 * self.backoff), MAX_BACKOFF)
         return self.backoff
 
