@@ -64,7 +64,7 @@ _ALLOWED = {"type", "description", "format", "nullable", "enum", "minimum", "max
             "exclusiveMaximum", "minLength", "maxLength", "pattern", "minItems", "maxItems", "minProperties",
             "maxProperties", "properties", "additionalProperties", "items", "required",
             "x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string", "x-kubernetes-list-type",
-            "x-kubernetes-list-map-keys"}
+            "x-kubernetes-list-map-keys", "x-kubernetes-validations"}
 
 
 def structural_errors(node: dict, path: str = "openAPIV3Schema", root: bool = True) -> list[str]:

@@ -2,7 +2,12 @@
 every point (before or after they take effect), delivers watch events late, loses pods,
 has Trials deleted under it, and restarts it: for thousands of steps, every segment's
 result is recorded exactly once, no trial is stuck or numbered twice, and no failure is
-charged to a trial."""
+charged to a trial.
+
+With `zombies`, a killed operator sometimes goes on stepping beside its successor (a
+leader whose lease ran out without it noticing, which the Lease's timings rule out):
+records stay right, since every write carries the resourceVersion it read, but the two
+may each start an attempt of the same segment, so a segment may be trained twice."""
 
 import random
 from collections import Counter
@@ -49,39 +54,44 @@ class Operator:
         kube.watchers = [w for w in kube.watchers if w[2] not in (self.pods, self.trials)]
 
 
-@pytest.mark.parametrize("algorithm,seed", [("asha", 1), ("asha", 2), ("hyperband", 3), ("random", 4),
-                                            ("asha-stop", 5)])
-def test_faults_everywhere_lose_duplicate_and_strand_nothing(algorithm, seed):
+@pytest.mark.parametrize("algorithm,seed,zombies", [("asha", 1, False), ("asha", 2, False), ("hyperband", 3, False),
+                                                    ("random", 4, False), ("asha-stop", 5, False),
+                                                    ("asha", 6, True), ("hyperband", 7, True)])
+def test_faults_everywhere_lose_duplicate_and_strand_nothing(algorithm, seed, zombies):
     rng = random.Random(seed)
     kube = FakeKube(rng, fail=0.0, delay=0.5, pace=0.3)
     kube.request("POST", path("studies", NS), body=study_body("s", algorithm, 150, 4))
     kube.fail = 0.15
     op, lives, deleted, lost, zombie = Operator(kube, "s"), 1, set(), 0, None
-    running_since: dict[tuple[str, int], int] = {}
+    running_since: dict[tuple[str, int, int], int] = {}   # attempt -> first step seen running
     for steps in range(1, 30_000):
         kube.tick()
         kube.deliver()
         if rng.random() < 0.01:   # SIGKILL: a new operator; the old one may go on a while (a lease overlap)
             if zombie is not None:
                 zombie.end(kube)
-            zombie = op if rng.random() < 0.5 else op.end(kube)
+            zombie = op if zombies and rng.random() < 0.5 else op.end(kube)
             op, lives = Operator(kube, "s"), lives + 1
         if zombie is not None:
             zombie.study.step()
-            if rng.random() < 0.2:
+            if rng.random() < 0.05:
                 zombie = zombie.end(kube)
         trials = [o for (k, _, _), o in kube.objects.items() if k == "trials"]
-        if trials and len(deleted) < 4 and rng.random() < 0.004:   # kubectl delete trial, running or finished
-            victim = rng.choice(trials)["metadata"]["name"]
-            deleted.add(victim)
-            kube.delete("trials", NS, victim)
+        if steps in (300, 700):                                   # kubectl delete trial: one running, one done
+            for phase in ("Running", "Succeeded"):
+                victim = next((t["metadata"]["name"] for t in trials
+                               if (t.get("status") or {}).get("phase") == phase), None)
+                if victim:
+                    deleted.add(victim)
+                    kube.delete("trials", NS, victim)
         for t in trials:                                          # no trial stays Running for long
             segments = (t.get("status") or {}).get("segments") or []
             if segments and segments[-1]["status"] == "running":
-                since = running_since.setdefault((t["metadata"]["name"], len(segments)), steps)
-                assert steps - since < 1500, f"{t['metadata']['name']} is stuck running"
+                attempt = (t["metadata"]["name"], len(segments), segments[-1].get("restarts", 0))
+                since = running_since.setdefault(attempt, steps)
+                assert steps - since < 600, f"{attempt} is stuck running"
         running = [p for p in kube.pods("s") if p["status"]["phase"] == "Running"]
-        if running and rng.random() < 0.03:                       # a pod is preempted
+        if running and lost < 25 and rng.random() < 0.03:         # a pod is preempted
             kube._delete_pod(rng.choice(running)["metadata"]["name"], NS)
             lost += 1
         op.study.observe(kube.get("studies", NS, "s"))           # the Study watch
@@ -90,7 +100,7 @@ def test_faults_everywhere_lose_duplicate_and_strand_nothing(algorithm, seed):
             break
     status = kube.get("studies", NS, "s")["status"]
     assert status["phase"] == "Succeeded", status
-    assert steps > 1000 and lives > 5 and lost > 3 and deleted, (steps, lives, lost, deleted)
+    assert steps > 1000 and lives > 5 and lost > 3 and len(deleted) >= 3, (steps, lives, lost, deleted)
     names = Counter(name for kind, name in kube.created_names if kind == "trials")
     assert max(names.values()) == 1                               # no trial number given twice
     assert len(names) == 150 and set(names) == {f"s-{i}" for i in range(150)}
@@ -106,6 +116,12 @@ def test_faults_everywhere_lose_duplicate_and_strand_nothing(algorithm, seed):
             assert seg["status"] in ("completed", "stopped"), (name, seg)   # none stuck, none failed
             if seg["status"] == "completed":
                 assert seg["loss"] == pytest.approx(quality(trial["spec"]["params"], seg["budget"]))
-                assert successes[(name, str(i))] == 1, (name, i)  # trained to its end exactly once
+                trained = successes[(name, str(i))]
+                assert trained == 1 or (zombies and trained > 1), (name, i)   # trained to its end once
+    recorded = {(name, str(i)) for (k, _, name), t in kube.objects.items() if k == "trials"
+                for i, seg in enumerate(t["status"]["segments"]) if seg["status"] == "completed"}
+    trials_left = {name for (k, _, name) in kube.objects if k == "trials"}
+    lost_results = {key for key in successes if key[0] in trials_left} - recorded
+    assert not lost_results, lost_results                         # every result that came back is recorded
     assert status["trials"]["failed"] == 0 and status["trials"]["running"] == 0
     assert not [p for p in kube.pods("s") if p["status"]["phase"] in ("Pending", "Running")]

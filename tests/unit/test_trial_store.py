@@ -1,0 +1,110 @@
+"""Trial objects as records: optimistic concurrency, lost answers, foreign Trials, outside
+changes, and the Study's status (against fake_kube's in-memory API)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fake_kube import FakeKube, api_error
+from rung.api import parse_study
+from rung.controller.trial_store import StaleRecords, TrialStore
+from rung.kube.api import path
+from rung.records import SegmentRecord, SegmentStatus, TrialRecord
+from rung.runtime.loop import StudyState
+
+pytestmark = pytest.mark.unit
+
+BODY = {"apiVersion": "rung.dev/v1alpha1", "kind": "Study", "metadata": {"name": "s", "namespace": "ns"},
+        "spec": {"objective": {"metric": "loss"}, "searchSpace": {"x": {"type": "float", "low": 0, "high": 1}},
+                 "algorithm": {"name": "asha"}, "budget": {"min": 1, "max": 9},
+                 "limits": {"maxTrials": 5}, "trial": {"command": ["train"]}}}
+
+
+@pytest.fixture
+def kube():
+    kube = FakeKube()
+    kube.request("POST", path("studies", "ns"), body=BODY)
+    return kube
+
+
+def store(kube):
+    s = TrialStore(kube, parse_study(kube.get("studies", "ns", "s")), lambda: kube.get("studies", "ns", "s"))
+    s.load()
+    return s
+
+
+def trial(index=0, x=0.5, *segments):
+    return TrialRecord(index, f"s-{index}", {"x": x}, list(segments) or [SegmentRecord(1.0)])
+
+
+def test_a_write_over_someone_elses_change_is_refused_and_erases_nothing(kube):
+    a, b = store(kube), store(kube)
+    a.save(trial())
+    b.load()
+    done = trial(0, 0.5, SegmentRecord(1.0, status=SegmentStatus.COMPLETED, loss=0.2, reached=1.0))
+    a.save(done)                                              # a records the result
+    with pytest.raises(StaleRecords):
+        b.save(trial(0, 0.5, SegmentRecord(1.0, restarts=1)))   # b still thinks it runs
+    assert kube.get("trials", "ns", "s-0")["status"]["segments"][0]["status"] == "completed"
+    assert a.changed() is False and b.changed() is False   # no watch feeds them here
+
+
+def test_a_lost_answer_to_a_create_is_adopted_but_other_params_are_never_overwritten(kube):
+    s = store(kube)
+
+    def answer_lost(before):
+        if not before:
+            raise api_error(504, "the answer never came")
+
+    kube._maybe_fail = answer_lost                        # the create happens, its answer is lost
+    with pytest.raises(Exception):
+        s.save(trial())
+    del kube._maybe_fail
+    fresh = store(kube)
+    assert [t.name for t in fresh.load()] == ["s-0"]      # created, but its first segment never recorded
+    fresh.uids.clear()                                    # as if it had not seen it: create again
+    fresh.save(trial())                                   # 409, same params: adopted
+    assert kube.get("trials", "ns", "s-0")["status"]["segments"][0]["budget"] == 1.0
+    fresh.uids.clear()
+    with pytest.raises(StaleRecords):
+        fresh.save(trial(0, 0.9))                         # 409, other params: not ours to change
+    assert kube.get("trials", "ns", "s-0")["spec"]["params"] == {"x": 0.5}
+
+
+def test_trials_of_an_earlier_study_of_the_same_name_are_not_records(kube):
+    kube.request("POST", path("trials", "ns"), body={
+        "apiVersion": "rung.dev/v1alpha1", "kind": "Trial",
+        "metadata": {"name": "s-3", "namespace": "ns", "labels": {"rung.dev/study": "s"},
+                     "ownerReferences": [{"uid": "gone-study", "kind": "Study", "name": "s"}]},
+        "spec": {"study": "s", "index": 3, "params": {"x": 0.1}}})
+    assert store(kube).load() == []
+
+
+def test_outside_changes_are_told_from_our_own_writes(kube):
+    s = store(kube)
+    s.save(trial())
+    ours = kube.get("trials", "ns", "s-0")
+    s.trial_changed("MODIFIED", ours)                      # the watch echoes our own write
+    assert s.changed() is False
+    kube.request("PATCH", path("trials", "ns", "s-0", "status"), merge_patch=True,
+                 body={"status": {"phase": "Failed"}})     # someone else writes
+    s.trial_changed("MODIFIED", kube.get("trials", "ns", "s-0"))
+    assert s.changed() is True
+    s.trial_changed("DELETED", ours)                       # kubectl delete trial
+    assert s.changed() is True
+
+
+def test_the_study_status_holds_counts_the_next_number_and_why_it_is_held(kube):
+    s = store(kube)
+    s.save(trial(0, 0.5, SegmentRecord(1.0, status=SegmentStatus.COMPLETED, loss=0.2, reached=1.0)))
+    s.save(trial(1))
+    s.save_status({"state": StudyState.RUNNING, "reason": "", "elapsed": 3.0, "next_index": 4,
+                   "holds": {"Runtime": {"reason": "QuotaExceeded", "message": "a ResourceQuota refuses trial pods"}}})
+    status = kube.get("studies", "ns", "s")["status"]
+    assert status["nextIndex"] == 4 and status["trials"]["completed"] == 1 and status["trials"]["running"] == 1
+    held = next(c for c in status["conditions"] if c["type"] == "Held")
+    assert (held["status"], held["reason"]) == ("True", "QuotaExceeded")
+    assert s.load_status()["next_index"] == 4
+    s.save_status({"state": StudyState.RUNNING, "reason": "", "elapsed": 4.0, "next_index": 4, "holds": {}})
+    held = next(c for c in kube.get("studies", "ns", "s")["status"]["conditions"] if c["type"] == "Held")
+    assert (held["status"], held["reason"]) == ("False", "Resumed")
