@@ -246,3 +246,20 @@ def test_lost_work_per_preemption_is_at_most_one_checkpoint_interval(kubectl, op
     assert lost <= preemptions                         # at most one step (the interval) per preemption
     print(f"lost work: {disruptions} disruptions, {preemptions} preemptions, {lost} steps trained twice "
           f"of {sum(trained.values())} trained (checkpoint every step)")
+
+
+def test_deleting_a_running_study_removes_its_checkpoints_after_its_pods(kubectl, operator, namespace):
+    """Pods that save a checkpoint every step are running when the Study is deleted: its
+    checkpoints go only once its pods have stopped, so no late save brings any back."""
+    copy_secret(kubectl, namespace)
+    kubectl.apply(s3_study(namespace, "busy", trials=6, sleep=0.5))
+    prefix = f"{namespace}/{namespace}/busy/"
+    kubectl.wait_for(lambda: len([p for p in kubectl.json("get", "pods", "-n", namespace)["items"]
+                                  if p["status"].get("phase") == "Running"]) >= 2 and bucket_keys(prefix),
+                     300, "running pods with checkpoints")
+    kubectl("delete", "study", "busy", "-n", namespace, "--timeout=120s")
+    assert not [p for p in kubectl.json("get", "pods", "-n", namespace, "-l", "rung.dev/study=busy")["items"]
+                if p["status"].get("phase") in ("Pending", "Running")]
+    assert bucket_keys(prefix) == []
+    time.sleep(5)
+    assert bucket_keys(prefix) == []   # nothing saved late
