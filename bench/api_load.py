@@ -36,7 +36,9 @@ from kubernetes import client, config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "cluster" / "lib"))
+sys.path.insert(0, str(ROOT / "bench"))
 from audit import count_requests  # noqa: E402
+from operator_latency import study_manifest as latency_study  # noqa: E402
 
 CLUSTER_DIR = Path(os.environ.get("RUNG_CLUSTER_DIR", "/tmp/rung-cluster"))
 GROUP, VERSION = "rung.dev", "v1alpha1"
@@ -45,18 +47,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def study_manifest(ns: str, name: str, trials: int, parallel: int) -> dict:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Study", "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "objective": {"metric": "loss"},
-            "searchSpace": {"x": {"type": "float", "low": 0, "high": 1}},
-            "algorithm": {"name": "asha", "seed": 1, "settings": {"reductionFactor": 3}},
-            "budget": {"min": 1, "max": 9},
-            "limits": {"maxTrials": trials, "parallelism": parallel},
-            # small requests, so 50 Studies x parallel pods fit on the 2-core test node
-            "trial": {"command": ["python", "-m", "rung_trainables.count_steps"],
-                      "resources": {"cpu": "10m", "memory": "128Mi"}},
-        }}
+    # small requests, so 50 Studies x parallel pods fit on the 2-core test node
+    return latency_study(ns, name, trials, parallel, cpu="10m")
 
 
 def cpu_seconds(pid: int) -> float:

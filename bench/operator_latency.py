@@ -32,7 +32,7 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def study_manifest(ns: str, name: str, trials: int, parallel: int) -> dict:
+def study_manifest(ns: str, name: str, trials: int, parallel: int, cpu: str = "50m") -> dict:
     return {
         "apiVersion": "rung.dev/v1alpha1", "kind": "Study", "metadata": {"name": name, "namespace": ns},
         "spec": {
@@ -42,7 +42,7 @@ def study_manifest(ns: str, name: str, trials: int, parallel: int) -> dict:
             "budget": {"min": 1, "max": 9},
             "limits": {"maxTrials": trials, "parallelism": parallel},
             "trial": {"command": ["python", "-m", "rung_trainables.count_steps"],
-                      "resources": {"cpu": "50m", "memory": "128Mi"}},
+                      "resources": {"cpu": cpu, "memory": "128Mi"}},
         }}
 
 

@@ -162,3 +162,24 @@ def test_failing_trials_fail_the_study_at_the_limit(kubectl, operator, namespace
     assert all(reason in t["status"]["segments"][-1]["reason"] for t in failed)
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=failing")
     assert {"TrialFailed", "StudyFailed"} <= {e["reason"] for e in events["items"]}
+
+
+def test_limits_can_be_edited_and_take_effect_while_the_rest_of_the_spec_cannot(kubectl, operator, namespace):
+    kubectl.apply(manifest(namespace, "grow", limits__maxTrials=6, limits__parallelism=1,
+                           algorithm__name="random", budget__max=1))
+    kubectl.wait_for(lambda: len(trials(kubectl, namespace, "grow")) >= 2, 300, "two trials")
+    refused = kubectl("patch", "study", "grow", "-n", namespace, "--type=merge",
+                      "-p", '{"spec": {"searchSpace": {"lr": {"type": "float", "low": 0.01, "high": 0.2}}}}',
+                      check=False)
+    assert refused.returncode != 0 and "spec.searchSpace cannot change once the Study exists" in refused.stderr
+    kubectl("patch", "study", "grow", "-n", namespace, "--type=merge",
+            "-p", '{"spec": {"limits": {"maxTrials": 9, "parallelism": 3}}}')
+    most = 0
+    while not phase_is(kubectl, namespace, "grow", "Succeeded", "Failed")():
+        running = [p for p in pods(kubectl, namespace, "grow") if p["status"].get("phase") in ("Pending", "Running")]
+        most = max(most, len(running))
+        time.sleep(0.5)
+    s = study(kubectl, namespace, "grow")
+    assert s["status"]["phase"] == "Succeeded" and s["status"]["trials"]["completed"] == 9
+    assert s["status"]["observedGeneration"] == s["metadata"]["generation"]
+    assert most >= 2   # the new parallelism took effect

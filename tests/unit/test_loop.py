@@ -335,3 +335,14 @@ def test_a_closed_gate_starts_nothing_and_the_study_goes_on_when_it_opens():
     why[0] = ""
     assert drive(loop) == SUCCEEDED
     assert len(runtime.started) == 4 and records.status["holds"] == {}
+
+
+def test_a_new_generation_of_limits_takes_effect_from_the_next_step():
+    records, runtime = MemoryRecords(), FakeRuntime()
+    loop = make_loop(study(max_trials=4, parallelism=1), runtime, records)
+    for _ in range(3):
+        loop.step()
+    assert runtime.max_live == 1
+    loop.update(study(max_trials=7, parallelism=3))
+    assert drive(loop) == SUCCEEDED
+    assert sorted(trials_of(records)) == list(range(7)) and runtime.max_live == 3

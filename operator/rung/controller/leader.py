@@ -30,13 +30,14 @@ def _now() -> str:
 
 class LeaderElection:
     def __init__(self, kube: Kube, namespace: str, name: str = "rung-operator", identity: str | None = None,
-                 duration: float = 15.0, renew: float = 2.0, deadline: float = 10.0, clock=time.monotonic):
+                 duration: float = 15.0, renew: float = 3.0, deadline: float = 10.0, clock=time.monotonic):
         assert renew < deadline < duration
         self.kube, self.namespace, self.name = kube, namespace, name
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.duration, self.renew, self.deadline, self.clock = duration, renew, deadline, clock
         self._seen: tuple[str, str] | None = None   # (holder, resourceVersion) last seen
         self._seen_at = 0.0
+        self._held: dict | None = None              # the Lease as our last write left it
 
     def acquire(self, stop: threading.Event) -> bool:
         """Block until this replica holds the Lease (True), or `stop` is set (False)."""
@@ -66,11 +67,17 @@ class LeaderElection:
             if lease["spec"].get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = ""
                 self.kube.request("PUT", path("leases", self.namespace, self.name), body=lease)
+            self._held = None
         except Exception as e:
             log.warning("leader election: cannot release the lease: %s", message_of(e))
 
     def _try(self) -> bool:
-        """One attempt to take or renew the Lease."""
+        """One attempt to take or renew the Lease: while we hold it, one write (PUT on the
+        version we last wrote); otherwise a read, and a write when it is free or expired."""
+        if self._held is not None:
+            lease = dict(self._held, spec=self._spec(self._held["spec"]))
+            if self._write("PUT", lease):
+                return True
         try:
             lease = self.kube.request("GET", path("leases", self.namespace, self.name))
         except Exception as e:
@@ -102,9 +109,10 @@ class LeaderElection:
     def _write(self, method: str, lease: dict) -> bool:
         url = path("leases", self.namespace) if method == "POST" else path("leases", self.namespace, self.name)
         try:
-            self.kube.request(method, url, body=lease)   # PUT carries the resourceVersion read: no lost update
+            self._held = self.kube.request(method, url, body=lease)   # a PUT carries the version read
             return True
         except Exception as e:
+            self._held = None
             if status_of(e) != 409:
                 log.warning("leader election: cannot write the lease: %s", message_of(e))
             return False

@@ -15,7 +15,7 @@ from rung.schedulers.base import Scheduler
 
 
 @dataclass(frozen=True)
-class Finished:
+class SimulatedSegment:
     time: float          # simulated time at which the segment finished
     spent: float         # cumulative budget spent by all finished segments so far
     trial: int
@@ -26,7 +26,7 @@ class Finished:
 
 def simulate(scheduler: Scheduler, evaluate: Callable[[int, dict, float], float], workers: int = 1,
              max_events: int | None = None, max_spent: float | None = None,
-             resumable: bool = True) -> list[Finished]:
+             resumable: bool = True) -> list[SimulatedSegment]:
     """Run until the scheduler is finished, or `max_events` segments have finished, or
     `max_spent` budget has been spent.
 
@@ -48,4 +48,4 @@ def simulate(scheduler: Scheduler, evaluate: Callable[[int, dict, float], float]
         loss = evaluate(trial, config, budget)
         scheduler.tell(trial, budget, loss)
         spent += cost
-        done.append(Finished(now, spent, trial, config, budget, loss))
+        done.append(SimulatedSegment(now, spent, trial, config, budget, loss))
