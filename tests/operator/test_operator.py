@@ -166,7 +166,7 @@ def test_failing_trials_fail_the_study_at_the_limit(kubectl, operator, namespace
 
 def test_limits_can_be_edited_and_take_effect_while_the_rest_of_the_spec_cannot(kubectl, operator, namespace):
     kubectl.apply(manifest(namespace, "grow", limits__maxTrials=6, limits__parallelism=1,
-                           algorithm__name="random", budget__max=1))
+                           algorithm__name="random", algorithm__settings={}, budget__max=1))
     kubectl.wait_for(lambda: len(trials(kubectl, namespace, "grow")) >= 2, 300, "two trials")
     refused = kubectl("patch", "study", "grow", "-n", namespace, "--type=merge",
                       "-p", '{"spec": {"searchSpace": {"lr": {"type": "float", "low": 0.01, "high": 0.2}}}}',

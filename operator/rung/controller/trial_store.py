@@ -17,6 +17,7 @@ import math
 from dataclasses import asdict, fields
 from typing import Callable
 
+import kopf
 from pydantic.alias_generators import to_camel
 
 from rung.api import Study
@@ -45,11 +46,6 @@ class StaleRecords(Exception):
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def owner_reference(kind: str, obj: dict) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": obj["metadata"]["name"],
-            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
 
 
 def segment_to_status(seg: SegmentRecord) -> dict:
@@ -129,7 +125,7 @@ class TrialStore(RecordStore):
         body = {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial",
             "metadata": {"name": trial.name, "namespace": self.namespace, "labels": {STUDY_LABEL: self.name},
-                         "ownerReferences": [owner_reference("Study", study)]},
+                         "ownerReferences": [kopf.build_owner_reference(study)]},
             "spec": {"study": self.name, "index": trial.index, "params": trial.config},
         }
         try:
@@ -159,9 +155,10 @@ class TrialStore(RecordStore):
         self.outside.append((event, obj["metadata"]["name"], version(obj)))
 
     def trial_owner(self, trial_name: str) -> dict | None:
+        """The ownerReference a trial's pods carry (its Trial), once the Trial exists."""
         uid = self.uids.get(trial_name)
-        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial", "name": trial_name, "uid": uid,
-                "controller": True, "blockOwnerDeletion": True} if uid else None
+        return kopf.build_owner_reference({"apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial",
+                                           "metadata": {"name": trial_name, "uid": uid}}) if uid else None
 
     # ---- the Study's status -----------------------------------------------------------
     def load_status(self) -> dict:

@@ -128,9 +128,9 @@ class KubernetesRuntime(Runtime):
 
     def release(self, run: str) -> None:
         self._known.pop(run, None)
-        self._unstartable.pop(run, None)
         self._stopping.discard(run)
-        self._released.setdefault(run, False)
+        if self._unstartable.pop(run, None) is None and run not in self._released:
+            self._released[run] = self._label_handled(run)
 
     def gone(self, run: str) -> bool:
         if run in self.running():
@@ -278,21 +278,24 @@ class KubernetesRuntime(Runtime):
                 log.warning("cannot look up pod %s: %s", name, message_of(e))
 
     def _label_released(self) -> None:
-        """Mark recorded pods handled, so the watch lets go of them (a failure is retried)."""
+        """Forget recorded pods the watch has let go of; label those it still shows."""
         pods = self.pods.snapshot((self.namespace, self.study))
         for name in list(self._released):
             if name not in pods:
                 del self._released[name]   # out of the watch: done
             elif not self._released[name]:
-                try:
-                    self.kube.request("PATCH", path("pods", self.namespace, name), merge_patch=True,
-                                      body={"metadata": {"labels": {HANDLED_LABEL: "true"}}})
-                    self._released[name] = True
-                except Exception as e:
-                    if status_of(e) == 404:
-                        self._released[name] = True
-                    else:
-                        log.warning("cannot label pod %s handled (retried): %s", name, message_of(e))
+                self._released[name] = self._label_handled(name)
+
+    def _label_handled(self, name: str) -> bool:
+        """Mark a recorded pod handled, so the watch lets go of it (False: retry later)."""
+        try:
+            self.kube.request("PATCH", path("pods", self.namespace, name), merge_patch=True,
+                              body={"metadata": {"labels": {HANDLED_LABEL: "true"}}})
+        except Exception as e:
+            if status_of(e) != 404:
+                log.warning("cannot label pod %s handled (retried): %s", name, message_of(e))
+                return False
+        return True
 
     def _delete(self, name: str, quiet: bool = False) -> None:
         try:
