@@ -12,14 +12,13 @@ import json
 import random
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
 import yaml
 
 from conftest import ROOT, STATE, Operator, operator_identity
-from faultlib import Monitor, check, condition, fault_study
+from faultlib import Monitor, check, fault_study
 
 sys.path.insert(0, str(ROOT / "tests/cluster/lib"))
 from api_hammer import hammer  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 from rung.api import parse_study
 from rung.errors import InputError
 from rung.records import MemoryRecords
-from rung.runtime.base import Ended, Outcome, Refused, Report, Runtime
+from rung.runtime.base import Ended, Outcome, Report, Runtime
 from rung.runtime.loop import StudyLoop, StudyState
 from rung.schedulers import make_scheduler
 
