@@ -128,6 +128,7 @@ def check(kubectl, monitor: Monitor, max_trials: int) -> dict:
     assert not stuck, f"Running without a pod: {stuck}"
     events = kubectl.json("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}")["items"]
     held_events = collections.Counter(e["message"].split(":", 1)[0] for e in events if e["reason"] == "Held")
+    held_events.update(e["message"].split(" by ", 1)[1].split(" ", 1)[0] for e in events if e["reason"] == "Resumed")
     report = {"trials": len(trials), "created": len(monitor.uids), "segments": segments, "restarts": restarts,
               "losses": losses, "held": dict(monitor.held), "held_events": dict(held_events), "lost": 0,
               "duplicated": 0, "stuck": 0, "failed": status["trials"]["failed"]}

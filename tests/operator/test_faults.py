@@ -18,7 +18,7 @@ import urllib.request
 import yaml
 
 from conftest import ROOT, STATE, Operator, operator_identity
-from faultlib import Monitor, check, fault_study
+from faultlib import Monitor, check, condition, fault_study
 
 sys.path.insert(0, str(ROOT / "tests/cluster/lib"))
 from api_hammer import hammer  # noqa: E402
@@ -76,11 +76,18 @@ def test_api_priority_and_fairness_429s(kubectl, operator, namespace):
         t0 = time.time()
         sh("apf-throttle", namespace, "rung-operator", "on")
         kubectl.apply(yaml.safe_dump(flow))   # the noise shares the throttled priority level
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and monitor.phase != "Succeeded":
+        kubectl.wait_for(lambda: (condition(kubectl.json("get", "flowschema", flow["metadata"]["name"]), "Dangling")
+                                  or {}).get("status") == "False", 60, "the API server to take the FlowSchema in")
+        start = time.monotonic()   # 20 s at least, and until a step of the Study itself was refused
+        while (time.monotonic() - start < 20 or not study_refused(t0)) and time.monotonic() - start < 120 \
+                and monitor.phase != "Succeeded":
             hammer(noise, threads=20, calls=20, path=f"/api/v1/namespaces/{namespace}/pods")
         sh("apf-throttle", namespace, "rung-operator", "off")
         return {"429": refused(namespace, 429, t0)}
+
+    def study_refused(t0: float) -> bool:
+        counts = count_requests(AUDIT, f"system:serviceaccount:{namespace}:rung-operator", since=t0, code=429)
+        return any(resource in ("trials", "studies", "pods") for _, resource, _ in counts)
 
     try:
         report = run_study(kubectl, namespace, fault, trials=16)

@@ -73,7 +73,7 @@ class StudyController:
         self.runtime: KubernetesRuntime | None = None
         self.store: StudyStore | None = None
         self.backoff = 0.0
-        self.api_held = False           # a Held Event is out for the API's refusal of the last steps
+        self.api_hold: dict | None = None   # while the API refuses our steps: cause, since, refusals, event out
 
     # ---- what the watches say ------------------------------------------------------
     def observe(self, body: dict) -> bool:
@@ -113,7 +113,12 @@ class StudyController:
             more = self.loop.step()
         except Exception as e:
             return self._failed(e)
-        self.backoff, self.api_held = 0.0, False
+        self.backoff = 0.0
+        if self.api_hold is not None:   # said once the API answers again, so it is never lost
+            hold, self.api_hold = self.api_hold, None
+            post_event(self.kube, body, "Normal", "Resumed",
+                       f"held {self.clock() - hold['since']:.0f} s by {hold['cause']} "
+                       f"({hold['refused']} refused steps): {hold['message']}")
         if self.loop.holds and not held_before:
             hold = next(iter(self.loop.holds.values()))
             post_event(self.kube, body, "Warning", "Held", f"{hold['reason']}: {hold['message']}")
@@ -162,9 +167,12 @@ class StudyController:
             if self.loop is not None:
                 self.loop.hold(HOLD_API, refused.cause, refused.line())
                 self._write_holds()
-            if not self.api_held:   # once per hold (tried again while the API refuses the Event too)
-                self.api_held = post_event(self.kube, self.study_object(), "Warning", "Held",
-                                           f"{refused.cause}: {refused.line()}")
+            hold = self.api_hold = self.api_hold or {"cause": refused.cause, "message": refused.line(),
+                                                     "since": self.clock(), "refused": 0, "told": False}
+            hold["refused"] += 1
+            if not hold["told"]:   # once per hold (tried again while the API refuses the Event too)
+                hold["told"] = post_event(self.kube, self.study_object(), "Warning", "Held",
+                                          f"{refused.cause}: {refused.line()}")
         self.backoff = min(max(0.5, 2 * self.backoff), MAX_BACKOFF)
         return self.backoff
 
