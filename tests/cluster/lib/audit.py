@@ -57,32 +57,40 @@ def count_requests(path: str | Path, user: str, since=None, until=None, *,
     lo, hi = _epoch(since), _epoch(until)
     seen: set[str] = set()
     counts: collections.Counter = collections.Counter()
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return counts
-    with f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                break                      # partially written last line
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if (ev.get("user") or {}).get("username") != user:
-                continue
-            aid = ev.get("auditID")
-            if aid in seen:
-                continue
-            if code is not None and (ev.get("responseStatus") or {}).get("code") != code:
-                continue
-            if lo is not None or hi is not None:
-                ts = _epoch(ev.get("requestReceivedTimestamp") or ev.get("stageTimestamp"))
-                if (lo is not None and ts < lo) or (hi is not None and ts >= hi):
+    for f in _files(Path(path)):
+        with f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break                      # partially written last line
+                if user.encode() not in line:
+                    continue                   # cheap: most lines are someone else's
+                try:
+                    ev = json.loads(line)
+                except ValueError:
                     continue
-            seen.add(aid)
-            counts[_key(ev)] += 1
+                if (ev.get("user") or {}).get("username") != user:
+                    continue
+                aid = ev.get("auditID")
+                if aid in seen:
+                    continue
+                if code is not None and (ev.get("responseStatus") or {}).get("code") != code:
+                    continue
+                if lo is not None or hi is not None:
+                    ts = _epoch(ev.get("requestReceivedTimestamp") or ev.get("stageTimestamp"))
+                    if (lo is not None and ts < lo) or (hi is not None and ts >= hi):
+                        continue
+                seen.add(aid)
+                counts[_key(ev)] += 1
     return counts
+
+
+def _files(path: Path):
+    """The log and the backups the API server rotated it into (<stem>-<time><suffix>), oldest first."""
+    for p in sorted(path.parent.glob(f"{path.stem}-*{path.suffix}")) + [path]:
+        try:
+            yield open(p, "rb")
+        except FileNotFoundError:
+            continue
 
 
 def main(argv: list[str]) -> None:
