@@ -74,6 +74,8 @@ def main() -> None:
         completed, created, seen, done_pods = [], [], set(), set()
         start, phase, version = time.monotonic(), None, None
         while phase not in ("Succeeded", "Failed") and time.monotonic() - start < args.timeout:
+            if op.poll() is not None:
+                sys.exit(f"the operator exited with code {op.returncode}; run `rung operator` by hand to see why")
             # short watches, so the Study's end is noticed even when no pod changes any more
             for ev in watch.Watch().stream(core.list_namespaced_pod, ns, timeout_seconds=3,
                                            resource_version=version):
@@ -104,7 +106,13 @@ def main() -> None:
     finally:
         done.set()
         op.terminate()
-        op.wait(timeout=30)
+        stopping = time.monotonic()
+        try:
+            op.wait(timeout=60)
+            print(f"operator stopped {time.monotonic() - stopping:.1f} s after SIGTERM")
+        except subprocess.TimeoutExpired:
+            print("operator still running 60 s after SIGTERM; killed")
+            op.kill()
         core.delete_namespace(ns)
 
 

@@ -254,8 +254,8 @@ def cmd_operator(args) -> int:
         renewer = threading.Thread(target=election.keep, args=(lost, stop), daemon=True)
         renewer.start()
         kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=None,
-                 memo=kopf.Memo(config=config), stop_flag=lost)
-        if not lost.is_set():   # SIGINT or SIGTERM: kopf has stopped cleanly; so do we
+                 memo=kopf.Memo(config=config, stop_flag=lost), stop_flag=lost)
+        if renewer.is_alive():   # still leader, so SIGINT or SIGTERM stopped kopf; so do we
             stop.set()
             renewer.join(timeout=10)
             election.release()

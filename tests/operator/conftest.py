@@ -124,13 +124,16 @@ class Operator:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 30) -> int | None:
+        """SIGTERM, as the kubelet stops a pod; SIGKILL after the grace period (None then)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                return self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.kill()
+                return None
+        return self.proc.returncode if self.proc else None
 
 
 @pytest.fixture

@@ -224,3 +224,28 @@ def test_operator_sigkilled_and_a_second_replica_takes_over(kubectl, operator, n
     finally:
         standby.stop()
     assert report["faults"]["takeover_s"] < 60
+
+
+def test_sigterm_stops_the_leader_and_hands_the_lease_over(kubectl, operator, namespace, tmp_path):
+    """A rolling update or drain: SIGTERM ends the leader within the kubelet's grace period
+    (30 s), and it gives its Lease up, so the standby takes over before the Lease (15 s)
+    would have run out."""
+    standby = Operator(operator.kubeconfig, tmp_path / "standby.log", operator.checkpoints, namespace,
+                       identity="op-b")
+    def holder():
+        lease = kubectl("get", "lease", "rung-operator", "-n", namespace, "-o", "jsonpath={.spec.holderIdentity}",
+                            check=False)
+        return lease.stdout.strip()
+
+    deadline = time.monotonic() + 60
+    while holder() != "op-a" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    standby.start()
+    try:
+        assert operator.stop() == 0, "the leader did not exit within the grace period"
+        stopped = time.monotonic()
+        while holder() != "op-b" and time.monotonic() - stopped < 10:
+            time.sleep(0.2)
+        assert holder() == "op-b", "the Lease was not released: the standby waited it out"
+    finally:
+        standby.stop()

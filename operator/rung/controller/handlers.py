@@ -26,6 +26,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_):
     memo.controller.stop()
+    memo.stop_flag.set()   # kopf waits on its stop flag in a thread; the process exits only once it is set
 
 
 @kopf.on.event("rung.dev", "v1alpha1", "studies")
