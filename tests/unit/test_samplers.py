@@ -230,6 +230,24 @@ def test_kde_density_matches_direct_formula():
         np.testing.assert_allclose(kde.logpdf(x), want, rtol=1e-6, atol=1e-9)
 
 
+def test_kde_sampling_keeps_a_categorical_centre_with_probability_one_minus_lambda():
+    """Widening (bandwidthFactor) applies to numeric kernels only: a binary dimension keeps
+    its centre's level with probability 1 - lambda/2 (lambda/2 of the redraws hit it again)."""
+    space = SearchSpace([Param("b", "categorical", choices=(0, 1)), Param("a", "float", 0, 1)])
+    obs = history(space, 40, f=lambda c: c["a"])
+    s = KDESampler(space, 0, minPoints=2, topPercent=30)
+    s.model_budget(obs)
+    good, _ = s._fit(1.0)
+    lam = float(good.lam[0])
+    assert 0.05 < lam < 0.45     # widened by 3, the keep rate would fall visibly
+    # sample() picks its centres first, so a generator seeded alike names them
+    rng = np.random.default_rng(5)
+    idx = np.random.default_rng(5).integers(len(good.data), size=20000)
+    x = good.sample(rng, 20000, factor=3.0)
+    same = np.mean(x[:, 0] == good.data[idx, 0])
+    assert abs(same - (1 - lam / 2)) < 0.02, (same, lam)
+
+
 def test_kde_snap_equals_encode_of_decode():
     u = np.concatenate([np.random.default_rng(0).random(3000), np.linspace(0, 1, 1001)])
     for p in MIXED.params:

@@ -5,6 +5,10 @@ otherwise fit l (the best topPercent) and g (the rest) on the largest budget tha
 at least minPoints + 2 observations, draw numSamples candidates from a widened l and
 return the one maximising l(x)/g(x).
 
+Differences from the paper, as in HpBandSter:
+- the widened l' of the paper widens only the Gaussian kernels; a categorical dimension
+  keeps its centre's level with probability 1 - lambda, lambda the model's own bandwidth.
+
 Differences from HpBandSter, on purpose:
 - scores are computed in log space and every kernel value is bounded away from zero, so
   a categorical level that was never observed gives a finite score (HpBandSter: inf/NaN);
@@ -261,7 +265,7 @@ class _KDE:
         return out
 
     def sample(self, rng: np.random.Generator, m: int, factor: float) -> np.ndarray:
-        """m draws from this KDE with every bandwidth multiplied by `factor` (l' in the paper)."""
+        """m draws from this KDE with every numeric bandwidth multiplied by `factor` (l' in the paper)."""
         x = self.data[rng.integers(len(self.data), size=m)].copy()
         mu = x[:, self.num]
         h = self.h * factor
@@ -269,9 +273,10 @@ class _KDE:
         lo, hi = ndtr(-mu / h), ndtr((1.0 - mu) / h)
         u = lo + rng.random(mu.shape) * (hi - lo)
         x[:, self.num] = np.clip(mu + h * ndtri(u), 0.0, 1.0)
-        # Categorical: keep the centre's level with probability 1 - bw, else a uniform level.
-        bw = np.minimum(self.lam * factor, 1.0)
-        redraw = rng.random((m, len(self.cat))) < bw
+        # Categorical: keep the centre's level with probability 1 - lambda, else a uniform
+        # level. Not widened by `factor` (as HpBandSter): widening redraws nearly every
+        # binary dimension uniformly while the model has few points.
+        redraw = rng.random((m, len(self.cat))) < self.lam
         levels = np.floor(rng.random((m, len(self.cat))) * self.card).astype(int)
         for k, j in enumerate(self.cat):
             x[redraw[:, k], j] = levels[redraw[:, k], k]
