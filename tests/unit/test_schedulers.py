@@ -133,6 +133,35 @@ def test_hyperband_runs_each_bracket_with_the_halving_sizes():
     assert by_bracket[4] == {81: 5}
 
 
+def flipping(trial, config, budget):
+    """A loss whose ranking reverses at every rung (eta 3): the best at budget 1 is the
+    worst at 3, so promoting from a rung before all its members finished shows."""
+    rung = round(math.log(budget, 3))
+    return (config["x"] if rung % 2 == 0 else 1.0 - config["x"]) + 1.0 / budget
+
+
+@pytest.mark.parametrize("workers", [1, 3, 50])
+def test_hyperband_segments_per_budget_equal_the_bracket_table(workers):
+    """Li et al.'s table for R = 27, eta = 3: bracket s runs n_i configurations at r_i."""
+    s = make(Hyperband, 1, 27, max_trials=27 + 12 + 6 + 4)
+    events = simulate(s, flipping, workers=workers)
+    assert s.finished()
+    firsts = [0, 27, 39, 45, 49]
+    by_bracket = [Counter(e.budget for e in events if firsts[b] <= e.trial < firsts[b + 1]) for b in range(4)]
+    assert by_bracket == [{1: 27, 3: 9, 9: 3, 27: 1}, {3: 12, 9: 4, 27: 1}, {9: 6, 27: 2}, {27: 4}]
+
+
+@pytest.mark.parametrize("workers", [1, 3, 50])
+def test_sha_segments_per_budget_and_the_winner_ranked_on_the_full_rung(workers):
+    s = make(SHA, 1, 9, max_trials=9)
+    events = simulate(s, flipping, workers=workers)
+    assert Counter(e.budget for e in events) == {1: 9, 3: 3, 9: 1}
+    at = lambda b: {e.trial: e.loss for e in events if e.budget == b}
+    top3 = sorted(at(1), key=at(1).get)[:3]
+    assert set(at(3)) == set(top3)
+    assert set(at(9)) == {min(at(3), key=at(3).get)}
+
+
 def test_sha_promotes_only_complete_rungs_and_keeps_the_best():
     s = make(SHA, 1, 9, max_trials=9)
     first = [s.ask() for _ in range(9)]

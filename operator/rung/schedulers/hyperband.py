@@ -2,9 +2,9 @@
 
 Hyperband (Li et al., 2018) runs brackets s = s_max, ..., 0 in turn; bracket s starts
 n = ceil((s_max+1)/(s+1) * eta^s) configurations at budget R*eta^-s and keeps the best
-floor(n_i/eta) of each rung for the next one. A rung is promoted only once all of its
-members have finished. Trials join brackets in index order, so the bracket of a trial
-follows from its index alone. When every open bracket waits for running trials, the next
+floor(n eta^-i) of them for rung i. Rung i is filled only once rung i-1 has all its
+members and all have finished, whatever the number of workers. Trials join brackets in
+index order, so the bracket of a trial follows from its index alone. When every open bracket waits for running trials, the next
 bracket starts, so workers never idle while trials remain.
 """
 
@@ -22,21 +22,31 @@ class _Bracket:
         self.results: list[dict[int, float]] = [{} for _ in budgets]
 
     def keep(self, i: int) -> int:
-        """How many of rung i-1 go on to rung i."""
+        """n_i = floor(n eta^-i): how many configurations rung i runs (Li et al., Algorithm 1)."""
         return max(1, int(len(self.members[0]) // self.eta ** i))
 
+    def _complete(self, i: int, closed: bool) -> bool:
+        """Rung i has all the members it will ever get, and every one has a result."""
+        if i == 0:
+            full = closed or len(self.members[0]) >= self.size
+        else:
+            full = self._complete(i - 1, closed) and len(self.members[i]) == self._promoted(i)
+        return full and len(self.results[i]) == len(self.members[i])
+
+    def _promoted(self, i: int) -> int:
+        """How many go up to rung i: the top n_i of rung i-1, of those with a finite result."""
+        return min(self.keep(i), sum(math.isfinite(v) for v in self.results[i - 1].values()))
+
     def runnable(self, started: set[tuple[int, int]], closed: bool) -> tuple[int, int] | None:
-        """(trial, rung) of a promotion that can start now, highest rung first.
+        """(trial, rung) of a promotion that can start now, highest rung first. Rung i is
+        filled only once rung i-1 is complete, so the ranking is over all its members.
 
         `closed`: no more trials will join this bracket (it is full or the trial limit is hit).
         """
         for i in range(len(self.budgets) - 1, 0, -1):
-            prev = self.results[i - 1]
-            if not self.members[i - 1] or len(prev) < len(self.members[i - 1]):
+            if not self._complete(i - 1, closed):
                 continue
-            if i == 1 and not (closed or len(self.members[0]) >= self.size):
-                continue  # bottom rung still filling
-            ranked = sorted((loss, t) for t, loss in prev.items() if math.isfinite(loss))
+            ranked = sorted((loss, t) for t, loss in self.results[i - 1].items() if math.isfinite(loss))
             for _, trial in ranked[: self.keep(i)]:
                 if (trial, i) not in started:
                     return trial, i
