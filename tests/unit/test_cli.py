@@ -176,6 +176,7 @@ BAD = {
     "empty-choices": ({"spec.searchSpace.c": {"type": "categorical", "choices": []}},
                       "spec.searchSpace.c.choices"),
     "budget-min-above-max": ({"spec.budget": {"min": 9, "max": 3}}, "spec.budget"),
+    "budget-max-infinite": ({"spec.budget.max": float("inf")}, "spec.budget.max"),
     "missing-command": ({"spec.trial.command": ["no-such-trainer-xyz", "--fast"]}, "spec.trial.command"),
     "missing-module": ({"spec.trial.command": ["python", "-m", "no_such_module_xyz.train"]}, "spec.trial.command"),
     "missing-script": ({"spec.trial.command": ["python", "train_nowhere.py"]}, "spec.trial.command"),

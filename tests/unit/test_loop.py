@@ -147,6 +147,14 @@ def test_failures_are_counted_and_tolerated_up_to_the_limit():
     assert math.isinf(loop.scheduler.observations[[o.trial for o in loop.scheduler.observations].index(1)].loss)
 
 
+def test_a_study_without_any_finite_result_fails_with_the_reason():
+    st = study(max_trials=4, max_failed=100)
+    records = MemoryRecords()
+    assert drive(make_loop(st, FakeRuntime(ending=lambda spec: Outcome.FAILED), records)) == FAILED_STUDY
+    assert records.status["reason"].startswith("no trial produced a finite loss (4 of 4 failed; last: s-")
+    assert records.status["reason"].endswith(": boom)")
+
+
 def test_too_many_failures_fail_the_study_and_stop_running_trials():
     st = study(max_trials=20, parallelism=3, max_failed=1)
     # trial 0 keeps running (budget 9 takes 9 polls); trials 1 and 2 fail at once

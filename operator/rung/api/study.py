@@ -119,8 +119,8 @@ class Algorithm(_Model):
 
 
 class Budget(_Model):
-    min: float = Field(1.0, gt=0)
-    max: float = Field(1.0, gt=0)
+    min: float = Field(1.0, gt=0, allow_inf_nan=False)   # an infinite budget never ends a segment
+    max: float = Field(1.0, gt=0, allow_inf_nan=False)
     unit: str = "epochs"
 
     @model_validator(mode="after")

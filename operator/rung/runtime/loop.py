@@ -312,10 +312,21 @@ class StudyLoop:
         if self.running_trials():
             return
         if self.scheduler.finished():
-            self._set_state(StudyState.SUCCEEDED, "")
+            if any(math.isfinite(o.loss) for o in self.scheduler.observations):
+                self._set_state(StudyState.SUCCEEDED, "")
+            else:
+                self._set_state(StudyState.FAILED, self._no_result_reason())
         elif not self.holds:   # a scheduler that neither runs nor ends would spin forever
             self._set_state(StudyState.FAILED, f"algorithm {self.study.spec.algorithm.name!r} has "
                             "nothing to start but is not finished (a scheduler bug)")
+
+    def _no_result_reason(self) -> str:
+        failed = [t for t in self.trials.values() if t.state == SegmentStatus.FAILED]
+        reason = f"no trial produced a finite {self.study.spec.objective.metric}"
+        if failed:
+            last = max(failed, key=lambda t: t.current.ended or 0.0)
+            reason += f" ({len(failed)} of {len(self.trials)} failed; last: {last.name}: {last.current.reason})"
+        return reason
 
     def _fail_study(self, failed: int) -> None:
         last = max((t for t in self.trials.values() if t.state == SegmentStatus.FAILED),
