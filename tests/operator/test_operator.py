@@ -149,6 +149,8 @@ def test_semantic_errors_set_invalid_and_start_nothing(kubectl, operator, namesp
 @pytest.mark.parametrize("changes,reason", [
     ({"trial__image": "rung-missing-image:0.0"}, "ErrImage"),
     ({"trial__command": ["python", "-c", "import sys; sys.exit(3)"]}, "exited with code 3"),
+    ({"trial__command": ["python", "-c", "import time; time.sleep(300)"], "trial__timeoutSeconds": 3},
+     "timed out after 3 s"),
 ])
 def test_failing_trials_fail_the_study_at_the_limit(kubectl, operator, namespace, changes, reason):
     kubectl.apply(manifest(namespace, "failing", limits__maxFailedTrials=1, limits__parallelism=2, **changes))
@@ -162,6 +164,15 @@ def test_failing_trials_fail_the_study_at_the_limit(kubectl, operator, namespace
     assert all(reason in t["status"]["segments"][-1]["reason"] for t in failed)
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=failing")
     assert {"TrialFailed", "StudyFailed"} <= {e["reason"] for e in events["items"]}
+
+
+def test_a_study_where_no_trial_produces_the_objective_fails_with_the_reason(kubectl, operator, namespace):
+    kubectl.apply(manifest(namespace, "noresult", limits__maxTrials=3, limits__parallelism=3,
+                           limits__maxFailedTrials=10, trial__command=["python", "-c", "pass"]))
+    kubectl.wait_for(phase_is(kubectl, namespace, "noresult", "Failed", "Succeeded"), 300, "the Study to end")
+    cond = condition(study(kubectl, namespace, "noresult"), "Failed")
+    assert cond["status"] == "True" and cond["reason"] == "NoResult"
+    assert cond["message"].startswith("no trial produced a finite loss (")
 
 
 def test_limits_can_be_edited_and_take_effect_while_the_rest_of_the_spec_cannot(kubectl, operator, namespace):

@@ -331,3 +331,16 @@ def test_local_runtime_reports_logs_and_outcomes(tmp_path):
     stopped = _until_finished(runtime)[-1]
     assert stopped.outcome == Outcome.STOPPED and stopped.exit_code == -signal.SIGKILL
     assert not list((tmp_path / "res" / "segments").glob("*.pid"))
+
+
+def test_local_runtime_fails_a_segment_past_its_timeout(tmp_path):
+    from dataclasses import replace
+
+    from rung.runtime.base import Outcome
+    from rung.runtime.local import LocalRuntime
+
+    runtime = LocalRuntime(tmp_path / "res", tmp_path, grace=0.3)
+    runtime.start(replace(_segment(tmp_path, "import time; time.sleep(60)"), timeout=1))
+    ended = _until_finished(runtime)[-1]
+    assert ended.outcome == Outcome.FAILED
+    assert ended.reason == "timed out after 1 s (spec.trial.timeoutSeconds)"

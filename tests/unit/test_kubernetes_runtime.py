@@ -114,9 +114,11 @@ def test_an_end_is_reported_until_released_then_the_pod_leaves_the_watch(w):
     (status("Failed", term(143), conditions=[{"type": "DisruptionTarget", "status": "True"}]), Outcome.LOST,
      "DisruptionTarget"),
     (status("Unknown", reason="NodeLost"), Outcome.LOST, "NodeLost"),
+    (status("Failed", term(137), reason="DeadlineExceeded"), Outcome.FAILED, "timed out after 5 s"),
 ])
 def test_endings_are_classified(w, pod_status, outcome, reason):
-    w.runtime.start(spec())
+    w.runtime.start(spec(timeout=5))
+    assert w.pod("s-0-s0")["spec"]["activeDeadlineSeconds"] == 5
     w.set("s-0-s0", pod_status)
     (event,) = w.poll()
     assert event.outcome == outcome and reason in event.reason

@@ -155,6 +155,8 @@ class TrialTemplate(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     resources: dict[str, str] = Field(default_factory=dict)
     gpus: GPUs | None = None
+    # Per segment: a segment still running after this is stopped and counts as failed.
+    timeout_seconds: int | None = Field(None, ge=1)
 
 
 class Checkpoints(_Model):

@@ -26,7 +26,7 @@ from rung.kube.api import GROUP, VERSION, Kube, path, status_of
 from rung.kube.informer import STUDY_LABEL, version
 from rung.records import RecordStore, SegmentRecord, SegmentStatus, TrialRecord
 from rung.report import summarize, top_trials
-from rung.runtime.loop import HOLD_STORE, StudyState
+from rung.runtime.loop import HOLD_STORE, NO_RESULT, StudyState
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def study_conditions(conditions: list[dict], phase: str, reason: str, holds: dic
     wanted = {
         "Running": ("Running", "TrialsRunning", "trials are running"),
         "Succeeded": ("Succeeded", "AllTrialsDone", "every trial the algorithm asked for is done"),
-        "Failed": ("Failed", "TooManyFailedTrials", reason),
+        "Failed": ("Failed", failure_code(reason), reason),
     }[phase]
     conditions = set_condition(conditions, *wanted, others_false=("Running", "Succeeded", "Failed", "Invalid"))
     if holds:
@@ -223,6 +223,12 @@ def study_conditions(conditions: list[dict], phase: str, reason: str, holds: dic
                                       "StoreUnavailable" if store else "StoreReachable",
                                       store or "the checkpoint store answers")
     return conditions
+
+
+def failure_code(reason: str) -> str:
+    if reason.startswith(NO_RESULT):
+        return "NoResult"
+    return "TooManyFailedTrials" if "maxFailedTrials" in reason else "AlgorithmStuck"
 
 
 def upsert_condition(conditions: list[dict], type_: str, status: str, reason: str, message: str) -> list[dict]:

@@ -48,6 +48,7 @@ class SegmentSpec:
     objective: str = ""            # the objective metric, and its goal, for checkpoint retention
     goal: str = "minimize"
     keep_best: int | None = None   # spec.checkpoints.keepBest (None: keep every checkpoint)
+    timeout: int | None = None     # spec.trial.timeoutSeconds: the attempt fails after this
 
     @property
     def name(self) -> str:
@@ -93,6 +94,10 @@ def parse_report_line(line: str) -> tuple[float, dict] | None:
     if not isinstance(metrics, dict):
         return None
     return step, {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def timed_out(seconds: int) -> str:
+    return f"timed out after {seconds} s (spec.trial.timeoutSeconds)"
 
 
 class Outcome(enum.StrEnum):

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from rung.kube.api import Kube, message_of, path, refusal, status_of
 from rung.kube.informer import STUDY_LABEL, ObjectCache
 from rung.runtime.base import (Ended, Event, Outcome, Refused, Report, Runtime, SegmentSpec, contract_env,
-                               parse_report_line)
+                               parse_report_line, timed_out)
 from rung.trial import contract as C
 
 log = logging.getLogger(__name__)
@@ -182,14 +182,17 @@ class KubernetesRuntime(Runtime):
         if spec.resources:
             container["resources"] = {"requests": dict(spec.resources),
                                       "limits": {k: v for k, v in spec.resources.items() if k == "memory"}}
+        pod_spec = {"restartPolicy": "Never", "containers": [container],
+                    "volumes": [v for v, _ in self.volumes],
+                    "enableServiceLinks": False, "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": self.stop_grace}
+        if spec.timeout:
+            pod_spec["activeDeadlineSeconds"] = spec.timeout
         return {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": spec.run_name, "namespace": self.namespace, "labels": labels,
                          "ownerReferences": [owner] if owner else []},
-            "spec": {"restartPolicy": "Never", "containers": [container],
-                     "volumes": [v for v, _ in self.volumes],
-                     "enableServiceLinks": False, "automountServiceAccountToken": False,
-                     "terminationGracePeriodSeconds": self.stop_grace},
+            "spec": pod_spec,
         }
 
     def _update(self, name: str, known: _Pod, pod: dict, replay: bool) -> list[Report]:
@@ -240,6 +243,9 @@ class KubernetesRuntime(Runtime):
         if phase == "Succeeded":
             return Ended(trial, segment, Outcome.SUCCEEDED, 0, _json(state.get("message") if state else None),
                          attempt=attempt)
+        if phase == "Failed" and status.get("reason") == "DeadlineExceeded":   # activeDeadlineSeconds
+            return Ended(trial, segment, Outcome.FAILED, code, None,
+                         timed_out(pod["spec"].get("activeDeadlineSeconds", 0)), attempt)
         disrupted = _disrupted(status)
         if (deleting or disrupted) and state is None and phase not in ("Failed", "Unknown"):
             return None   # still running: a restart now would train beside it, so wait for its end

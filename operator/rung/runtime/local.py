@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import IO
 
 from rung.errors import InputError
-from rung.runtime.base import Ended, Event, Outcome, Report, Runtime, SegmentSpec, contract_env, parse_report_line
+from rung.runtime.base import (Ended, Event, Outcome, Report, Runtime, SegmentSpec, contract_env, parse_report_line,
+                               timed_out)
 
 _PYTHONS = ("python", "python3")
 _LINGER = 2.0   # seconds a finished trial's leftover children may hold its stdout open
@@ -85,8 +86,10 @@ class _Segment:
     log_path: Path
     result_path: Path
     pid_path: Path
+    started: float = 0.0                 # monotonic
     stop_deadline: float | None = None   # SIGKILL after this (monotonic), once stop() was asked
     exited_at: float | None = None
+    timed_out: bool = False              # stopped for running past spec.timeout
 
 
 class LocalRuntime(Runtime):
@@ -124,7 +127,8 @@ class LocalRuntime(Runtime):
         reader = threading.Thread(target=self._read, args=(spec, proc.stdout, log), daemon=True,
                                   name=f"rung-reader-{name}")
         reader.start()
-        self._segments[name] = _Segment(spec, proc, reader, log, log_path, result_path, pid_path)
+        self._segments[name] = _Segment(spec, proc, reader, log, log_path, result_path, pid_path,
+                                        started=time.monotonic())
 
     def poll(self, replay: bool = False) -> list[Event]:
         now = time.monotonic()
@@ -186,7 +190,10 @@ class LocalRuntime(Runtime):
 
     def _ended(self, seg: _Segment, now: float) -> bool:
         if seg.proc.poll() is None:
-            if seg.stop_deadline is not None and now > seg.stop_deadline:
+            if seg.spec.timeout and seg.stop_deadline is None and now - seg.started > seg.spec.timeout:
+                seg.timed_out = True
+                self.stop(seg.spec.name)
+            elif seg.stop_deadline is not None and now > seg.stop_deadline:
                 _signal_group(seg.proc.pid, signal.SIGKILL)
             return False
         if seg.reader.is_alive():   # the trial exited but something it started holds stdout
@@ -200,6 +207,8 @@ class LocalRuntime(Runtime):
         spec, rc = seg.spec, seg.proc.returncode
         self._release(seg)
         del self._segments[spec.name]
+        if seg.timed_out:
+            return Ended(spec.trial, spec.segment, Outcome.FAILED, rc, None, timed_out(spec.timeout), spec.attempt)
         if seg.stop_deadline is not None:
             return Ended(spec.trial, spec.segment, Outcome.STOPPED, rc, attempt=spec.attempt)
         result = _read_json(seg.result_path)

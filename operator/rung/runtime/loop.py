@@ -25,6 +25,9 @@ from rung.schedulers.base import FAILED_LOSS, Scheduler
 from rung.storage import trial_uri
 
 
+NO_RESULT = "no trial produced a finite"   # a finished Study without a result starts its reason so
+
+
 class StudyState(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -322,7 +325,7 @@ class StudyLoop:
 
     def _no_result_reason(self) -> str:
         failed = [t for t in self.trials.values() if t.state == SegmentStatus.FAILED]
-        reason = f"no trial produced a finite {self.study.spec.objective.metric}"
+        reason = f"{NO_RESULT} {self.study.spec.objective.metric}"
         if failed:
             last = max(failed, key=lambda t: t.current.ended or 0.0)
             reason += f" ({len(failed)} of {len(self.trials)} failed; last: {last.name}: {last.current.reason})"
@@ -353,7 +356,7 @@ class StudyLoop:
             resume_from=seg.resume_from,
             checkpoint_uri=trial_uri(self.checkpoint_root, meta.namespace, meta.name, trial.name),
             command=list(spec.trial.command), env=dict(spec.trial.env), attempt=seg.restarts,
-            image=spec.trial.image, resources=dict(spec.trial.resources),
+            image=spec.trial.image, resources=dict(spec.trial.resources), timeout=spec.trial.timeout_seconds,
             objective=spec.objective.metric, goal=spec.objective.goal, keep_best=spec.checkpoints.keep_best)
 
     def _save(self, trial: TrialRecord) -> None:
