@@ -127,7 +127,7 @@ def cmd_run(args) -> int:
         check_folder(results, study)   # again, now that no other `rung run` can write it
         records = FolderRecords.create(results, study)
         runtime = LocalRuntime(results, cwd)
-        loop = StudyLoop(study, runtime, records, parallelism=args.parallel,
+        loop = StudyLoop(study, runtime, records, parallelism=args.parallel, run_id=records.run_id,
                          checkpoint_root=study.spec.checkpoints.uri or (results / "checkpoints").as_uri())
         progress = Progress(quiet=args.quiet)
         stop = threading.Event()

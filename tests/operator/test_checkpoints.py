@@ -15,19 +15,19 @@ from rung_trainables.count_steps import loss
 
 
 def s3_study(ns: str, name: str, secret: str = "rung-s3", trials: int = 9, sleep: float = 0.4,
-             keep_best: int = 1) -> str:
+             keep_best: int = 1, seed: int = 4, retain: bool = False) -> str:
     return yaml.safe_dump({
         "apiVersion": "rung.dev/v1alpha1", "kind": "Study", "metadata": {"name": name, "namespace": ns},
         "spec": {
             "objective": {"metric": "loss"},
             "searchSpace": {"x": {"type": "float", "low": 0, "high": 1}},
-            "algorithm": {"name": "asha", "seed": 4, "settings": {"reductionFactor": 3}},
+            "algorithm": {"name": "asha", "seed": seed, "settings": {"reductionFactor": 3}},
             "budget": {"min": 1, "max": 9},
             "limits": {"maxTrials": trials, "parallelism": 3, "maxFailedTrials": 0},
             "trial": {"command": ["python", "-m", "rung_trainables.count_steps"],
                       "env": {"COUNT_STEPS_SLEEP": str(sleep), "RUNG_CHECKPOINT_EVERY_STEPS": "1"},
                       "resources": {"cpu": "50m", "memory": "128Mi"}},
-            "checkpoints": {"uri": f"s3://rung/{ns}", "secretRef": secret, "keepBest": keep_best},
+            "checkpoints": {"uri": f"s3://rung/{ns}", "secretRef": secret, "keepBest": keep_best, "retain": retain},
         }})
 
 
@@ -90,7 +90,7 @@ def test_s3_checkpoints_and_a_preempted_pod_resumes(kubectl, operator, namespace
             assert seg["loss"] == loss(t["spec"]["params"], int(seg["budget"]))
     # the checkpoints are sealed objects in the bucket; retention keeps each trial's latest
     # (which is also its best: count_steps improves every step) and removes the rest
-    prefix = f"{namespace}/{namespace}/ckpt/"
+    prefix = f"{namespace}/{namespace}/ckpt/{study['metadata']['uid']}/"
     expected = {f"{prefix}{t['metadata']['name']}/{max(int(s['budget']) for s in t['status']['segments'])}/MANIFEST.json"
                 for t in trials}
     kubectl.wait_for(lambda: {k for k in bucket_keys(prefix) if k.endswith("MANIFEST.json")} == expected,
@@ -191,10 +191,11 @@ def test_chaos_evictions_deletions_and_operator_kills(kubectl, operator, namespa
     restarts = sum(s.get("restarts", 0) for s in segments)
     assert preemptions >= 1 and restarts >= preemptions
     # each trial's newest sealed checkpoint is its top step: what a further promotion resumes
-    keys = set(bucket_keys(f"{namespace}/{namespace}/chaos/"))
+    prefix = f"{namespace}/{namespace}/chaos/{get(kubectl, namespace, 'study', 'chaos')['metadata']['uid']}/"
+    keys = set(bucket_keys(prefix))
     for t in trials:
         top = max(int(s["budget"]) for s in t["status"]["segments"])
-        assert f"{namespace}/{namespace}/chaos/{t['metadata']['name']}/{top}/MANIFEST.json" in keys
+        assert f"{prefix}{t['metadata']['name']}/{top}/MANIFEST.json" in keys
     print(f"chaos: {len(disruptions)} disruptions ({sum(h == 'evict' for h, _ in disruptions)} evictions), "
           f"2 operator kills, {preemptions} preemptions counted, {restarts} restarts, "
           f"{len(segments)} segments")
@@ -263,3 +264,25 @@ def test_deleting_a_running_study_removes_its_checkpoints_after_its_pods(kubectl
     assert bucket_keys(prefix) == []
     time.sleep(5)
     assert bucket_keys(prefix) == []   # nothing saved late
+
+
+def test_a_study_created_again_under_its_name_never_loads_the_old_ones_checkpoints(kubectl, operator, namespace):
+    """The first Study retains its checkpoints; the second, same name and trial names but
+    another seed (so other params), must train each trial from its own start: every loss is
+    its own params' loss, never one resumed from the first Study's checkpoint."""
+    copy_secret(kubectl, namespace)
+    uids = []
+    for seed in (4, 5):
+        kubectl.apply(s3_study(namespace, "again", trials=4, sleep=0.05, seed=seed, retain=True))
+        kubectl.wait_for(lambda: (get(kubectl, namespace, "study", "again").get("status") or {}).get("phase")
+                         in ("Succeeded", "Failed"), 300, "the Study to end")
+        study = get(kubectl, namespace, "study", "again")
+        assert study["status"]["phase"] == "Succeeded", study["status"]
+        uids.append(study["metadata"]["uid"])
+        trials = kubectl.json("get", "trials", "-n", namespace, "-l", "rung.dev/study=again")["items"]
+        for t in trials:
+            for seg in t["status"]["segments"]:
+                assert seg["loss"] == loss(t["spec"]["params"], int(seg["budget"])), (seed, t["metadata"]["name"])
+        kubectl("delete", "study", "again", "-n", namespace, "--timeout=120s")
+    for uid in uids:   # both runs' checkpoints are retained, each under its own uid
+        assert bucket_keys(f"{namespace}/{namespace}/again/{uid}/")

@@ -19,7 +19,7 @@ from rung.storage import (
 
 pytestmark = pytest.mark.s3
 
-P = "ns/study/study-0"
+P = "ns/study/r1/study-0"
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -99,22 +99,24 @@ def test_resave_replaces_and_an_interrupted_resave_is_not_trusted(store):
 
 def test_missing_and_delete_keep_siblings_with_a_common_prefix(store):
     assert store.load_latest(P) is None and store.list_steps(P) == []
-    for trial in (P, P + "0", "ns/study/study-1"):  # study-0 vs study-00: not a sub-tree
+    for trial in (P, P + "0", "ns/study/r1/study-1"):  # study-0 vs study-00: not a sub-tree
         store.save(trial, 1, {"s": trial.encode()})
     store.delete(P)
     store.delete(P)  # idempotent
     assert store.load_latest(P) is None
-    assert store.list_steps(P + "0") == [1] and store.list_steps("ns/study/study-1") == [1]
+    assert store.list_steps(P + "0") == [1] and store.list_steps("ns/study/r1/study-1") == [1]
 
 
-def test_delete_study(store):
-    store.save("ns/study/study-0", 1, {"s": b"a"})
-    store.save("ns/study2/study2-0", 1, {"s": b"b"})
-    with pytest.raises(InputError, match="namespace>/<study"):
-        store.delete_study("ns")
-    store.delete_study("ns/study")
-    assert store.list_steps("ns/study/study-0") == []
-    assert store.list_steps("ns/study2/study2-0") == [1]
+def test_delete_study_removes_one_run_only(store):
+    store.save("ns/study/r1/study-0", 1, {"s": b"a"})
+    store.save("ns/study/r2/study-0", 1, {"s": b"b"})    # the same name created again: another run
+    store.save("ns/study2/r1/study2-0", 1, {"s": b"c"})
+    for short in ("ns", "ns/study"):
+        with pytest.raises(InputError, match="namespace>/<study>/<run"):
+            store.delete_study(short)
+    store.delete_study("ns/study/r1")
+    assert store.list_steps("ns/study/r1/study-0") == []
+    assert store.list_steps("ns/study/r2/study-0") == [1] and store.list_steps("ns/study2/r1/study2-0") == [1]
 
 
 @pytest.fixture
@@ -196,7 +198,7 @@ def test_abort_incomplete_aborts_cut_off_uploads_of_that_prefix_only(root_uri, c
     assert not any(listed() for listed in ours)
     assert sibling() and store.load_latest(P) == (1, {"s": b"one"})
     assert store.abort_incomplete(P) == 0
-    store.delete_study("ns/study")                        # aborts them too, before removing objects
+    store.delete_study("ns/study/r1")                     # aborts them too, before removing objects
     assert not sibling() and store.list_steps(P) == []
 
 

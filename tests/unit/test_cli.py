@@ -90,12 +90,27 @@ def test_run_to_completion(reference):
     for t in promoted:    # promoted segments resumed from the checkpoint: no step trained twice
         steps = [c[0] for s in t["segments"] for c in s["curve"]]
         assert steps == sorted(set(steps))
-    assert (results / "checkpoints" / "default" / "cs" / "cs-0" / "1" / "MANIFEST.json").exists()
+    run = (results / "run-id").read_text().strip()
+    assert (results / "checkpoints" / "default" / "cs" / run / "cs-0" / "1" / "MANIFEST.json").exists()
     assert (results / "segments" / "cs-0-s0.log").exists()
     assert not list((results / "segments").glob("*.pid"))
     # stderr is not a terminal here: plain progress lines, no carriage returns or escapes
     assert done.stderr.startswith("cs: 0/9 trials done, 2 running, 0 failed, best loss -")
     assert "\r" not in done.stderr and "\x1b" not in done.stderr
+
+
+def test_a_fresh_run_never_loads_checkpoints_an_earlier_run_left_in_the_same_store(tmp_path, capsys):
+    """Two runs of one Study name, each with its own results folder, share checkpoints.uri:
+    the second trains every trial from step 1, as if the store were empty."""
+    store = (tmp_path / "store").as_uri()
+    log = tmp_path / "steps.log"
+    for run in ("first", "second"):
+        manifest = write_study(tmp_path / run, log=log, spec__checkpoints={"uri": store})
+        assert main(["run", str(manifest), "--results", str(tmp_path / run / "res"), "--quiet"]) == 0
+        trained = [line.split() for line in log.read_text().splitlines()]
+        assert {name for name, step in trained if step == "1"} == {f"cs-{i}" for i in range(9)}, run
+        log.unlink()
+    capsys.readouterr()
 
 
 def test_rerun_of_a_finished_study_runs_nothing(reference, monkeypatch, capsys):

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 def study(algorithm="random", max_trials=8, parallelism=2, max_failed=3, bmin=1, bmax=9, goal="minimize",
           metric="loss", **settings):
     return parse_study({
-        "apiVersion": "rung.dev/v1alpha1", "kind": "Study", "metadata": {"name": "s"},
+        "apiVersion": "rung.dev/v1alpha1", "kind": "Study", "metadata": {"name": "s", "uid": "u1"},
         "spec": {
             "objective": {"metric": metric, "goal": goal},
             "searchSpace": {"x": {"type": "float", "low": 0, "high": 1},
@@ -130,7 +130,7 @@ def test_parallel_override_and_segment_spec_contents():
     drive(make_loop(st, runtime, parallelism=2))
     assert runtime.max_live == 2
     spec = runtime.started[0]
-    assert spec.checkpoint_uri == "file:///ckpt/default/s/s-0"
+    assert spec.checkpoint_uri == "file:///ckpt/default/s/u1/s-0"
     assert spec.command == ["train"] and spec.budget == 9 and spec.segment == 0
 
 

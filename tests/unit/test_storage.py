@@ -129,15 +129,16 @@ def test_uris(tmp_path):
 
 
 def test_trial_uri_round_trip(tmp_path):
-    uri = trial_uri(tmp_path.as_uri() + "/", "default", "mlp", "mlp-3")
-    assert uri == tmp_path.as_uri() + "/default/mlp/mlp-3"
+    uri = trial_uri(tmp_path.as_uri() + "/", "default", "mlp", "u1", "mlp-3")
+    assert uri == tmp_path.as_uri() + "/default/mlp/u1/mlp-3"
     store, prefix = split_trial_uri(uri)
     store.save(prefix, 2, {"s": b"x"})
-    assert (tmp_path / "default/mlp/mlp-3/2/MANIFEST.json").exists()
+    assert (tmp_path / "default/mlp/u1/mlp-3/2/MANIFEST.json").exists()
     root = open_store(tmp_path.as_uri())
-    assert root.load_latest("default/mlp/mlp-3") == (2, {"s": b"x"})
-    with pytest.raises(InputError):
-        trial_uri(tmp_path.as_uri(), "default", "../x", "t")
+    assert root.load_latest("default/mlp/u1/mlp-3") == (2, {"s": b"x"})
+    for bad in (("../x", "u1", "t"), ("mlp", "", "t"), ("mlp", "u1", "..")):
+        with pytest.raises(InputError):
+            trial_uri(tmp_path.as_uri(), "default", *bad)
 
 
 # --- retention and cut-off writes ------------------------------------------------------------

@@ -269,3 +269,8 @@ class Study(BaseModel):
     @property
     def minimize(self) -> bool:
         return self.spec.objective.goal == "minimize"
+
+    @property
+    def uid(self) -> str | None:
+        """The API server's uid of this Study (None for a manifest read from a file)."""
+        return (self.metadata.model_extra or {}).get("uid")

@@ -13,7 +13,7 @@ import time
 
 from rung.api import Study
 from rung.kube.api import Kube, message_of, path, status_of
-from rung.storage import open_store
+from rung.storage import open_store, study_prefix
 from rung.storage.base import CheckpointStore, StoreUnavailable
 
 PROBE_OK_EVERY, PROBE_FAILED_EVERY = 60.0, 5.0   # seconds between probes of a store that answered / did not
@@ -46,7 +46,7 @@ def open_study_store(root: str, env: dict[str, str]) -> CheckpointStore:
 class StudyStore:
     def __init__(self, kube: Kube, study: Study, root: str, clock=time.monotonic):
         self.kube, self.study, self.root, self.clock = kube, study, root, clock
-        self.prefix = f"{study.metadata.namespace}/{study.name}"
+        self.prefix = study_prefix(study.metadata.namespace, study.name, study.uid)
         self._next_probe, self._answer = -1e9, ""
 
     def store(self) -> CheckpointStore:

@@ -3,6 +3,8 @@
 A results folder (default `.rung/<study>/`) holds
   study.json            the Study as it was first run; a different spec is refused
   status.json           the Study's state, failure reason and accumulated wall time
+  run-id                this run's name in checkpoint paths: a fresh folder never loads
+                        checkpoints another run left under the same Study name
   .lock                 held (flock) by the one `rung run` using the folder
   trials/<trial>.json   one file per trial, each replaced atomically (temp + os.replace)
   segments/             per-segment logs, result files and pid files (rung.runtime.local)
@@ -17,6 +19,7 @@ import fcntl
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,7 @@ class FolderRecords(RecordStore):
         self.trials_dir = self.root / "trials"
         self.study_file = self.root / "study.json"
         self.status_file = self.root / "status.json"
+        self.run_id_file = self.root / "run-id"
 
     @classmethod
     def create(cls, root: str | Path, study: Study) -> "FolderRecords":
@@ -57,7 +61,13 @@ class FolderRecords(RecordStore):
         doc = study_document(study)
         if not records.study_file.exists() or json.loads(records.study_file.read_text()) != doc:
             write_json_atomic(records.study_file, doc)
+        if not records.run_id_file.exists():
+            records.run_id_file.write_text(uuid.uuid4().hex + "\n")
         return records
+
+    @property
+    def run_id(self) -> str:
+        return self.run_id_file.read_text().strip()
 
     def study(self) -> Study:
         return read_study(self.root)

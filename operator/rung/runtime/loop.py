@@ -42,13 +42,17 @@ HOLD_STORE, HOLD_RUNTIME, HOLD_API = "CheckpointStore", "Runtime", "Api"
 
 class StudyLoop:
     def __init__(self, study: Study, runtime: Runtime, records: RecordStore, *,
-                 checkpoint_root: str | None = None, parallelism: int | None = None,
+                 checkpoint_root: str | None = None, run_id: str | None = None, parallelism: int | None = None,
                  gate: Callable[[], str] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         """`gate()`, asked before new segments start, returns "" when they may, else why not
         (e.g. the checkpoint store is unreachable): nothing new starts, and the Study waits.
-        `parallelism` overrides spec.limits.parallelism (`rung run --parallel`)."""
+        `parallelism` overrides spec.limits.parallelism (`rung run --parallel`).
+        `run_id` names this run in checkpoint paths (default: the Study's uid)."""
         self.runtime, self.records = runtime, records
+        self.run_id = run_id or study.uid
+        if not self.run_id:
+            raise ValueError("a run id is needed: pass run_id, or a Study read from the API server")
         self.checkpoint_root = checkpoint_root or study.spec.checkpoints.uri
         if not self.checkpoint_root:
             raise ValueError("a checkpoint root is needed: set spec.checkpoints.uri or pass checkpoint_root")
@@ -354,7 +358,7 @@ class StudyLoop:
             study=meta.name, namespace=meta.namespace, trial=trial.name, index=trial.index,
             segment=len(trial.segments) - 1, params=trial.config, budget=seg.budget,
             resume_from=seg.resume_from,
-            checkpoint_uri=trial_uri(self.checkpoint_root, meta.namespace, meta.name, trial.name),
+            checkpoint_uri=trial_uri(self.checkpoint_root, meta.namespace, meta.name, self.run_id, trial.name),
             command=list(spec.trial.command), env=dict(spec.trial.env), attempt=seg.restarts,
             image=spec.trial.image, resources=dict(spec.trial.resources), timeout=spec.trial.timeout_seconds,
             objective=spec.objective.metric, goal=spec.objective.goal, keep_best=spec.checkpoints.keep_best)

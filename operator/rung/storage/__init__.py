@@ -1,9 +1,9 @@
 """Checkpoint stores behind one interface: file:// and s3:// (boto3, see s3.py).
 
-Layout: `<root>/<namespace>/<study>/<trial>/<step>/` holding the checkpoint's files and,
+Layout: `<root>/<namespace>/<study>/<run>/<trial>/<step>/` holding the checkpoint's files and,
 written last, MANIFEST.json. A trial receives its own prefix as one URI
-(RUNG_CHECKPOINT_URI, e.g. file:///data/ckpt/default/mlp/mlp-3 or
-s3://bucket/ckpt/default/mlp/mlp-3); `split_trial_uri` turns that back into
+(RUNG_CHECKPOINT_URI, e.g. file:///data/ckpt/default/mlp/<uid>/mlp-3 or
+s3://bucket/ckpt/default/mlp/<uid>/mlp-3); `split_trial_uri` turns that back into
 (store, key_prefix).
 """
 
@@ -45,12 +45,21 @@ def open_store(uri: str) -> CheckpointStore:
     return FileStore(_file_path(uri))
 
 
-def trial_uri(root_uri: str, namespace: str, study: str, trial: str) -> str:
-    """The URI of one trial's checkpoints: <root>/<namespace>/<study>/<trial>."""
-    for field, value in (("namespace", namespace), ("study", study), ("trial", trial)):
+def study_prefix(namespace: str, study: str, run: str) -> str:
+    """The key prefix of one run of a Study: <namespace>/<study>/<run>. The run (the
+    Study's uid on a cluster, the results folder's run id locally) keeps a Study created
+    again under the same name, or a fresh `rung run`, from loading another run's checkpoints."""
+    for field, value in (("namespace", namespace), ("study", study), ("run", run)):
         if not value or "/" in value or value in (".", ".."):
             raise InputError(field, f"{value!r} cannot be a path segment", "use a DNS-1123 name")
-    return "/".join([str(root_uri).rstrip("/"), quote(namespace), quote(study), quote(trial)])
+    return "/".join([quote(namespace), quote(study), quote(run)])
+
+
+def trial_uri(root_uri: str, namespace: str, study: str, run: str, trial: str) -> str:
+    """The URI of one trial's checkpoints: <root>/<namespace>/<study>/<run>/<trial>."""
+    if not trial or "/" in trial or trial in (".", ".."):
+        raise InputError("trial", f"{trial!r} cannot be a path segment", "use a DNS-1123 name")
+    return "/".join([str(root_uri).rstrip("/"), study_prefix(namespace, study, run), quote(trial)])
 
 
 def split_trial_uri(uri: str) -> tuple[CheckpointStore, str]:
@@ -60,11 +69,11 @@ def split_trial_uri(uri: str) -> tuple[CheckpointStore, str]:
         parent, _, name = prefix.rpartition("/")
         if not name:
             raise InputError("RUNG_CHECKPOINT_URI", f"{uri!r} names no trial folder",
-                             "pass s3://bucket/<root>/<namespace>/<study>/<trial>")
+                             "pass s3://bucket/<root>/<namespace>/<study>/<run>/<trial>")
         return S3Store(bucket, parent), name
     path = _file_path(uri)
     parent, _, name = path.rpartition("/")
     if not name:
         raise InputError("RUNG_CHECKPOINT_URI", f"{uri!r} names no trial folder",
-                         "pass file:///root/<namespace>/<study>/<trial>")
+                         "pass file:///root/<namespace>/<study>/<run>/<trial>")
     return FileStore(parent or "/"), name

@@ -64,7 +64,7 @@ def check_prefix(key_prefix: str) -> str:
     parts = [p for p in str(key_prefix).strip("/").split("/") if p not in ("", ".")]
     if not parts or ".." in parts:
         raise InputError("key_prefix", f"{key_prefix!r} must be a relative path without '..'",
-                         "use <namespace>/<study>/<trial>")
+                         "use <namespace>/<study>/<run>/<trial>")
     return "/".join(parts)
 
 
@@ -210,12 +210,12 @@ class CheckpointStore(ABC):
         self._remove_tree(prefix)
 
     def delete_study(self, key_prefix: str) -> None:
-        """Remove a whole study's checkpoints (<namespace>/<study>); refuses shorter
-        prefixes, so a slip can never empty a namespace or the whole root."""
+        """Remove one run of a study's checkpoints (<namespace>/<study>/<run>); refuses
+        shorter prefixes, so a slip can never empty a Study's other runs, a namespace or the root."""
         prefix = check_prefix(key_prefix)
-        if prefix.count("/") < 1:
-            raise InputError("key_prefix", f"{key_prefix!r} is not <namespace>/<study>",
-                             "pass the study's prefix, e.g. default/mlp")
+        if prefix.count("/") < 2:
+            raise InputError("key_prefix", f"{key_prefix!r} is not <namespace>/<study>/<run>",
+                             "pass the study run's prefix, e.g. default/mlp/0c5f...")
         self.delete(prefix)
 
     def prune(self, key_prefix: str, keep_best: int = 0, objective: str | None = None,
