@@ -197,6 +197,10 @@ BAD = {
     "missing-script": ({"spec.trial.command": ["python", "train_nowhere.py"]}, "spec.trial.command"),
     "parallel-zero": ("--parallel 0", "--parallel"),
     "other-spec-same-folder": ({"spec.budget.max": 10}, "spec.budget.max"),
+    "unknown-top-level-field": ({"spce": {}}, "spce: is not a known field; did you mean spec?"),
+    "misspelt-field": ({"spec.limits.maxTrails": 3}, "did you mean spec.limits.maxTrials?"),
+    "duplicate-key": (b"apiVersion: rung.dev/v1alpha1\nkind: Study\nkind: Study\n", "'kind' appears twice"),
+    "not-utf8": (b"apiVersion: rung.dev/v1alpha1\n# \xff\xfe\n", "is not UTF-8 text"),
 }
 
 
@@ -208,6 +212,10 @@ def _bad_manifest(folder: Path, case) -> Path:
         return bad
     if isinstance(case, str):
         return manifest
+    if isinstance(case, bytes):
+        bad = folder / "bad.yaml"
+        bad.write_bytes(case)
+        return bad
     doc = yaml.safe_load(manifest.read_text())
     for dotted, value in case.items():
         node = doc

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rung.api.study import API_VERSION, Study
 from rung.errors import InputError
 
 _PARAM_TYPES = ("float", "int", "categorical", "ordinal")
+_TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def load_study(path: str | Path) -> Study:
@@ -21,8 +39,10 @@ def load_study(path: str | Path) -> Study:
         text = path.read_text()
     except OSError as e:
         raise InputError(str(path), f"cannot read the file ({e.strerror})", "give the path of a Study manifest")
+    except UnicodeDecodeError as e:
+        raise InputError(str(path), f"is not UTF-8 text (byte {e.start})", "save the manifest as UTF-8")
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -40,14 +60,41 @@ def parse_study(doc: Any, source: str = "manifest") -> Study:
         raise InputError("kind", f"{kind!r} is not a kind this command runs", "use kind: Study")
     if doc.get("apiVersion") != API_VERSION:
         raise InputError("apiVersion", f"{doc.get('apiVersion')!r} is not supported", f"use apiVersion: {API_VERSION}")
+    for key in doc:
+        if key not in _TOP_LEVEL:
+            raise _unknown(str(key), _TOP_LEVEL)
     try:
         return Study.model_validate(doc)
     except ValidationError as e:
         raise _first_error(e) from None
 
 
+def _unknown(field: str, known) -> InputError:
+    name = field.rpartition(".")[2]
+    close = difflib.get_close_matches(name, [k for k in known if k != name], n=1, cutoff=0.6)
+    fix = f"did you mean {field[:len(field) - len(name)]}{close[0]}?" if close else "remove it or fix its spelling"
+    return InputError(field, "is not a known field", fix)
+
+
+def _known_fields(loc: tuple) -> list[str]:
+    """The field names (as written in manifests) of the model at `loc` under Study, if any."""
+    model: Any = Study
+    for part in loc:
+        fields = {f.alias or n: f for n, f in model.model_fields.items()}
+        if part not in fields:
+            return []
+        model = fields[part].annotation
+        if isinstance(model, types.UnionType) or typing.get_origin(model) is typing.Union:
+            model = next((a for a in typing.get_args(model) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
 def _first_error(e: ValidationError) -> InputError:
     errors = e.errors()
+    # A misspelt field also shows as its correct name missing: name the misspelling.
+    errors.sort(key=lambda err: err["type"] != "extra_forbidden")
     err = errors[0]
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     # Discriminated unions put the tag into the location; the user never wrote it.
@@ -57,7 +104,7 @@ def _first_error(e: ValidationError) -> InputError:
     if kind == "missing":
         return InputError(field, "is required" + more, "add it")
     if kind == "extra_forbidden":
-        return InputError(field, "is not a known field" + more, "remove it or fix its spelling")
+        return _unknown(field, _known_fields(tuple(loc[:-1])))
     if kind == "union_tag_invalid":
         return InputError(field + ".type", f"{err['input'].get('type')!r} is not a parameter type" + more,
                           f"use one of: {', '.join(_PARAM_TYPES)}")
