@@ -106,7 +106,7 @@ def default_results(study: Study) -> Path:
 
 def cmd_run(args) -> int:
     from rung.progress import Progress, progress_line
-    from rung.report import format_table, summarize
+    from rung.report import format_failed, format_table, summarize
     from rung.runtime.local import LocalRuntime, check_command
     from rung.runtime.folder import FolderRecords, check_folder, locked
     from rung.runtime.loop import StudyLoop, StudyState
@@ -143,7 +143,10 @@ def cmd_run(args) -> int:
             finally:
                 runtime.close()
                 progress.close()
-    print(format_table(summarize(study, records.load(), records.load_status())))
+    summary = summarize(study, records.load(), records.load_status())
+    print(format_table(summary))
+    if failed := format_failed(summary):
+        print(failed)
     if state == StudyState.INTERRUPTED:
         print(f"interrupted: run the same command again to resume ({results})", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -186,7 +189,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from rung.report import format_table, format_top, summarize, write_plots
+    from rung.report import format_failed, format_table, format_top, summarize, write_plots
     from rung.runtime.folder import FolderRecords
 
     target = Path(args.target)
@@ -198,8 +201,14 @@ def cmd_report(args) -> int:
     print(format_table(summary))
     print()
     print(format_top(summary))
-    paths = write_plots(summary, out)
+    if failed := format_failed(summary):
+        print()
+        print(failed)
     print()
+    if summary.best is None:   # empty plots would say nothing; the reason does
+        print(f"no plots: {summary.reason or 'no trial has a result yet'}")
+        return EXIT_OK
+    paths = write_plots(summary, out)
     print("plots: " + ", ".join(str(p) for p in paths))
     return EXIT_OK
 

@@ -132,6 +132,20 @@ def format_top(s: Summary, k: int = 10) -> str:
     return "\n".join(fmt.format(*r) for r in [head, *rows])
 
 
+def format_failed(s: Summary, k: int = 10) -> str:
+    """The failed trials with the reason of their last segment, newest first ("" if none)."""
+    failed = sorted((t for t in s.trials if t.state == SegmentStatus.FAILED),
+                    key=lambda t: t.current.ended or 0.0, reverse=True)
+    if not failed:
+        return ""
+    width = max(len(t.name) for t in failed[:k])
+    lines = [f"failed trials ({len(failed)}):"]
+    lines += [f"  {t.name:<{width}}  {t.current.reason or 'no reason recorded'}" for t in failed[:k]]
+    if len(failed) > k:
+        lines.append(f"  ... and {len(failed) - k} more (trials/*.json)")
+    return "\n".join(lines)
+
+
 # ---- plots -------------------------------------------------------------------------------
 
 def write_plots(s: Summary, out: Path) -> list[Path]:

@@ -175,6 +175,9 @@ def test_failed_study_exits_1_with_the_reason(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Study cs: failed (2 trials failed, more than limits.maxFailedTrials (1)" in out
     assert "failing before step 1 as asked" in out   # the trial's own last words
+    failed = out[out.index("failed trials (2):\n"):].splitlines()[1:3]
+    assert [line.split()[0] for line in failed] == ["cs-1", "cs-0"]
+    assert all("RuntimeError: count_steps: failing before step 1 as asked" in line for line in failed)
 
 
 # ---- bad input: one line, exit 2, nothing touched ------------------------------------------

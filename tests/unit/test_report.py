@@ -65,7 +65,8 @@ def test_report_prints_the_table_and_writes_plots(tmp_path, capsys):
     write_records(tmp_path / "res", make_study())
     assert main(["report", str(tmp_path / "res")]) == 0
     out = capsys.readouterr().out
-    table, top, plots = out.split("\n\n")
+    table, top, failed, plots = out.split("\n\n")
+    assert failed == "failed trials (1):\n  t-2  no reason recorded"
     assert table.splitlines() == [
         "Study t: succeeded",
         "  best val_loss       0.3  (trial t-0, epochs 3)",
@@ -114,3 +115,18 @@ def test_report_of_an_empty_study_and_of_a_wrong_folder(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a Rung results folder" in err
+
+
+def test_report_of_a_study_without_results_lists_the_failures_instead_of_plots(tmp_path, capsys):
+    records = FolderRecords.create(tmp_path, make_study())
+    for i in range(12):
+        failed = SegmentRecord(1, status="failed", reason=f"exited with code 1: bad lr {i}", ended=100.0 + i)
+        records.save(TrialRecord(i, f"t-{i}", {"lr": 0.1, "act": "relu"}, [failed]))
+    records.save_status({"state": "failed", "reason": "no trial produced a finite val_loss (12 of 12 failed; "
+                         "last: t-11: exited with code 1: bad lr 11)", "elapsed": 5.0})
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "failed trials (12):\n  t-11  exited with code 1: bad lr 11\n  t-10  exited with code 1: bad lr 10\n" in out
+    assert "  ... and 2 more (trials/*.json)" in out
+    assert "no plots: no trial produced a finite val_loss" in out
+    assert not (tmp_path / "plots").exists()
