@@ -164,14 +164,14 @@ def test_prune_does_not_count_a_checkpoint_with_a_wrong_size_as_latest(store, st
 # --- s3 only --------------------------------------------------------------------------------
 
 def test_uri_round_trip_and_layout(root_uri):
-    uri = trial_uri(root_uri + "/", "default", "mlp", "mlp-3")
+    uri = trial_uri(root_uri + "/", "default", "mlp", "u1", "mlp-3")
     store, prefix = split_trial_uri(uri)
     assert isinstance(store, S3Store) and prefix == "mlp-3"
     store.save(prefix, 2, {"s": b"x"})
     bucket, root = root_uri[len("s3://"):].split("/", 1)
     keys = {o["Key"] for o in store.client.list_objects_v2(Bucket=bucket, Prefix=root)["Contents"]}
-    assert keys == {f"{root}/default/mlp/mlp-3/2/s", f"{root}/default/mlp/mlp-3/2/MANIFEST.json"}
-    assert open_store(root_uri).load_latest("default/mlp/mlp-3") == (2, {"s": b"x"})
+    assert keys == {f"{root}/default/mlp/u1/mlp-3/2/s", f"{root}/default/mlp/u1/mlp-3/2/MANIFEST.json"}
+    assert open_store(root_uri).load_latest("default/mlp/u1/mlp-3") == (2, {"s": b"x"})
 
 
 def test_multipart_upload(root_uri):
