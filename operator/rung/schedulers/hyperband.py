@@ -4,8 +4,9 @@ Hyperband (Li et al., 2018) runs brackets s = s_max, ..., 0 in turn; bracket s s
 n = ceil((s_max+1)/(s+1) * eta^s) configurations at budget R*eta^-s and keeps the best
 floor(n eta^-i) of them for rung i. Rung i is filled only once rung i-1 has all its
 members and all have finished, whatever the number of workers. Trials join brackets in
-index order, so the bracket of a trial follows from its index alone. When every open bracket waits for running trials, the next
-bracket starts, so workers never idle while trials remain.
+index order, so the bracket of a trial follows from its index alone. When every open
+bracket waits for running trials, the next bracket starts, so workers never idle while
+trials remain.
 """
 
 from __future__ import annotations

@@ -49,17 +49,19 @@ def study_prefix(namespace: str, study: str, run: str) -> str:
     """The key prefix of one run of a Study: <namespace>/<study>/<run>. The run (the
     Study's uid on a cluster, the results folder's run id locally) keeps a Study created
     again under the same name, or a fresh `rung run`, from loading another run's checkpoints."""
-    for field, value in (("namespace", namespace), ("study", study), ("run", run)):
-        if not value or "/" in value or value in (".", ".."):
-            raise InputError(field, f"{value!r} cannot be a path segment", "use a DNS-1123 name")
-    return "/".join([quote(namespace), quote(study), quote(run)])
+    return "/".join(_segment(field, value) for field, value in (("namespace", namespace), ("study", study),
+                                                                 ("run", run)))
 
 
 def trial_uri(root_uri: str, namespace: str, study: str, run: str, trial: str) -> str:
     """The URI of one trial's checkpoints: <root>/<namespace>/<study>/<run>/<trial>."""
-    if not trial or "/" in trial or trial in (".", ".."):
-        raise InputError("trial", f"{trial!r} cannot be a path segment", "use a DNS-1123 name")
-    return "/".join([str(root_uri).rstrip("/"), study_prefix(namespace, study, run), quote(trial)])
+    return "/".join([str(root_uri).rstrip("/"), study_prefix(namespace, study, run), _segment("trial", trial)])
+
+
+def _segment(field: str, value: str) -> str:
+    if not value or "/" in value or value in (".", ".."):
+        raise InputError(field, f"{value!r} cannot be a path segment", "use a DNS-1123 name")
+    return quote(value)
 
 
 def split_trial_uri(uri: str) -> tuple[CheckpointStore, str]:
