@@ -15,7 +15,10 @@ def progress_line(s: Summary) -> str:
     running = s.counts.get("running", 0)
     best = s.best
     metric = s.study.spec.objective.metric
-    best_text = f"best {metric} {s.metric(best.loss):.4g}" if best else f"best {metric} -"
+    # The incumbent may get worse when a higher budget is first reached: its budget says why.
+    unit = s.study.spec.budget.unit
+    best_text = (f"incumbent {metric} {s.metric(best.loss):.4g} at {best.budget:g} {unit}" if best
+                 else f"incumbent {metric} -")
     return (f"{s.study.name}: {len(s.trials) - running}/{s.study.spec.limits.max_trials} trials done, "
             f"{running} running, {s.counts.get('failed', 0)} failed, {best_text}, "
             f"{format_duration(s.elapsed)}")

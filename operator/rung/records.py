@@ -24,6 +24,9 @@ class SegmentStatus(enum.StrEnum):
     STOPPED = "stopped"       # the scheduler (or the Study's end) stopped it early
 
 
+DIVERGED = "diverged"   # the reason of a completed segment whose objective was inf or nan starts so
+
+
 @dataclass
 class SegmentRecord:
     budget: float                       # the budget the segment was asked to reach

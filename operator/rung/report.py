@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rung.api import Study
-from rung.records import SegmentRecord, SegmentStatus, TrialRecord
+from rung.records import DIVERGED, SegmentRecord, SegmentStatus, TrialRecord
 
 STATES = (SegmentStatus.COMPLETED, SegmentStatus.STOPPED, SegmentStatus.FAILED, SegmentStatus.RUNNING)
 
@@ -132,14 +132,20 @@ def format_top(s: Summary, k: int = 10) -> str:
     return "\n".join(fmt.format(*r) for r in [head, *rows])
 
 
+def _unsuccessful(trial: TrialRecord) -> bool:
+    seg = trial.current
+    return trial.state == SegmentStatus.FAILED or seg.reason.startswith(DIVERGED)
+
+
 def format_failed(s: Summary, k: int = 10) -> str:
-    """The failed trials with the reason of their last segment, newest first ("" if none)."""
-    failed = sorted((t for t in s.trials if t.state == SegmentStatus.FAILED),
+    """The failed and diverged trials with the reason of their last segment, newest first
+    ("" if none)."""
+    failed = sorted((t for t in s.trials if t.segments and _unsuccessful(t)),
                     key=lambda t: t.current.ended or 0.0, reverse=True)
     if not failed:
         return ""
     width = max(len(t.name) for t in failed[:k])
-    lines = [f"failed trials ({len(failed)}):"]
+    lines = [f"failed or diverged trials ({len(failed)}):"]
     lines += [f"  {t.name:<{width}}  {t.current.reason or 'no reason recorded'}" for t in failed[:k]]
     if len(failed) > k:
         lines.append(f"  ... and {len(failed) - k} more (trials/*.json)")
@@ -165,7 +171,8 @@ def write_plots(s: Summary, out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.step(xs + [max(xs[-1], end)] if xs else [], ys_end, where="post")
         ax.plot(xs, ys, "o", markersize=3)
-        ax.set(xlabel=xlabel, ylabel=f"best {metric}", title=f"{s.study.name}: best so far")
+        ax.set(xlabel=xlabel, ylabel=f"incumbent {metric}",
+               title=f"{s.study.name}: incumbent (best {metric} at the highest {unit} reached)")
         ax.grid(alpha=0.3)
         paths.append(_save(fig, out / name))
 

@@ -95,7 +95,7 @@ def test_run_to_completion(reference):
     assert (results / "segments" / "cs-0-s0.log").exists()
     assert not list((results / "segments").glob("*.pid"))
     # stderr is not a terminal here: plain progress lines, no carriage returns or escapes
-    assert done.stderr.startswith("cs: 0/9 trials done, 2 running, 0 failed, best loss -")
+    assert done.stderr.startswith("cs: 0/9 trials done, 2 running, 0 failed, incumbent loss -")
     assert "\r" not in done.stderr and "\x1b" not in done.stderr
 
 
@@ -175,7 +175,7 @@ def test_failed_study_exits_1_with_the_reason(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Study cs: failed (2 trials failed, more than limits.maxFailedTrials (1)" in out
     assert "failing before step 1 as asked" in out   # the trial's own last words
-    failed = out[out.index("failed trials (2):\n"):].splitlines()[1:3]
+    failed = out[out.index("failed or diverged trials (2):\n"):].splitlines()[1:3]
     assert [line.split()[0] for line in failed] == ["cs-1", "cs-0"]
     assert all("RuntimeError: count_steps: failing before step 1 as asked" in line for line in failed)
 

@@ -354,3 +354,56 @@ def test_a_new_generation_of_limits_takes_effect_from_the_next_step():
     loop.update(study(max_trials=7, parallelism=3))
     assert drive(loop) == SUCCEEDED
     assert sorted(trials_of(records)) == list(range(7)) and runtime.max_live == 3
+
+
+class ResultOnlyRuntime(FakeRuntime):
+    """Like a cluster without live reports: each segment ends at its first poll, and only
+    its result file (made by `result(spec)`) says what it did."""
+
+    def __init__(self, result):
+        super().__init__()
+        self.result = result
+
+    def poll(self, replay=False):
+        events = list(self.ended.values())
+        for spec in list(self.live.values()):
+            events.append(self._end(spec, Outcome.SUCCEEDED, 0, self.result(spec)))
+        return events
+
+
+def test_the_result_files_metrics_and_curve_reach_the_records():
+    st = study(max_trials=2)
+    curve = [[1, 0.9], [4, 0.5], [9, 0.25]]
+    runtime = ResultOnlyRuntime(lambda spec: {"step": 9, "metrics": {"loss": 0.25, "accuracy": 0.8, "seen": 900},
+                                              "curve": curve})
+    records = MemoryRecords()
+    assert drive(make_loop(st, runtime, records)) == SUCCEEDED
+    for t in trials_of(records).values():
+        assert t.current.metrics == {"loss": 0.25, "accuracy": 0.8, "seen": 900}
+        assert t.current.curve == [[1.0, 0.9], [4.0, 0.5], [9.0, 0.25]]
+
+
+def test_a_segment_that_stops_short_of_its_budget_is_credited_with_what_it_trained():
+    st = study(max_trials=2)
+    runtime = ResultOnlyRuntime(lambda spec: {"step": 5, "metrics": {"loss": 0.1}, "curve": [[5, 0.1]]})
+    records = MemoryRecords()
+    loop = make_loop(st, runtime, records)
+    drive(loop)
+    for t in trials_of(records).values():
+        seg = t.current
+        assert (seg.status, seg.reached, seg.loss) == ("stopped", 5.0, 0.1)
+        assert seg.reason == "ended at step 5, short of its budget 9"
+    assert {o.budget for o in loop.scheduler.observations} == {5.0}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_non_finite_objective_is_a_diverged_outcome_worst_for_the_scheduler(value):
+    st = study(max_trials=3, max_failed=0)
+    runtime = ResultOnlyRuntime(lambda spec: {"step": 9, "metrics": {"loss": value if spec.index == 1 else 0.5}})
+    records = MemoryRecords()
+    loop = make_loop(st, runtime, records)
+    assert drive(loop) == SUCCEEDED   # diverging is an outcome, not a failure of the trial code
+    seg = trials_of(records)[1].current
+    assert seg.status == "completed" and seg.loss is None
+    assert seg.reason == f"diverged: the objective loss was {value}"
+    assert [o.loss for o in loop.scheduler.observations if o.trial == 1] == [math.inf]

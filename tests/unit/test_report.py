@@ -66,7 +66,7 @@ def test_report_prints_the_table_and_writes_plots(tmp_path, capsys):
     assert main(["report", str(tmp_path / "res")]) == 0
     out = capsys.readouterr().out
     table, top, failed, plots = out.split("\n\n")
-    assert failed == "failed trials (1):\n  t-2  no reason recorded"
+    assert failed == "failed or diverged trials (1):\n  t-2  no reason recorded"
     assert table.splitlines() == [
         "Study t: succeeded",
         "  best val_loss       0.3  (trial t-0, epochs 3)",
@@ -126,7 +126,27 @@ def test_report_of_a_study_without_results_lists_the_failures_instead_of_plots(t
                          "last: t-11: exited with code 1: bad lr 11)", "elapsed": 5.0})
     assert main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "failed trials (12):\n  t-11  exited with code 1: bad lr 11\n  t-10  exited with code 1: bad lr 10\n" in out
+    assert "failed or diverged trials (12):\n  t-11  exited with code 1: bad lr 11\n  t-10  exited with code 1: bad lr 10\n" in out
     assert "  ... and 2 more (trials/*.json)" in out
     assert "no plots: no trial produced a finite val_loss" in out
     assert not (tmp_path / "plots").exists()
+
+
+def test_the_progress_line_names_the_incumbent_and_its_budget(tmp_path):
+    from rung.progress import progress_line
+    study = make_study()
+    records = write_records(tmp_path, study)
+    line = progress_line(summarize(study, records.load(), records.load_status()))
+    # 0.3 at 3 epochs is worse than t-1's 0.2 at 1 epoch: the budget says why it is the incumbent
+    assert "incumbent val_loss 0.3 at 3 epochs" in line
+
+
+def test_diverged_trials_are_listed_with_the_failed_ones(tmp_path, capsys):
+    study = make_study()
+    records = write_records(tmp_path / "res", study)
+    diverged = seg(1, "completed", None, 1, elapsed=4.0)
+    diverged.reason, diverged.ended = "diverged: the objective val_loss was nan", 9.0
+    records.save(TrialRecord(5, "t-5", {"lr": 1.0, "act": "relu"}, [diverged]))
+    assert main(["report", str(tmp_path / "res")]) == 0
+    out = capsys.readouterr().out
+    assert "failed or diverged trials (2):\n  t-5  diverged: the objective val_loss was nan\n  t-2" in out

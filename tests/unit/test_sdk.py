@@ -1,6 +1,7 @@
 """The trial SDK, in-process and through the built-in trainables run as real processes."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -26,6 +27,8 @@ def env(monkeypatch, tmp_path):
     monkeypatch.setattr(trial.sdk, "_loaded_step", None)
     monkeypatch.setattr(trial.sdk, "_last_saved_step", None)
     monkeypatch.setattr(trial.sdk, "_last_report", {})
+    monkeypatch.setattr(trial.sdk, "_curve", [])
+    monkeypatch.setattr(trial.sdk, "_curve_every", 1)
     monkeypatch.setattr(trial.sdk, "_swept", set())
     monkeypatch.setattr(trial.sdk, "_hook_installed", True)  # keep pytest's excepthook as it is
 
@@ -75,6 +78,30 @@ def test_report_line_and_result_file(env, tmp_path, capsys):
     assert [json.loads(l[len(C.REPORT_PREFIX):]) for l in lines] == [
         {"step": 2, "metrics": {"loss": 0.5, "acc": 1}}, {"step": 2.5, "metrics": {"loss": 0.25}}]
     assert json.loads(result.read_text()) == {"step": 2.5, "metrics": {"loss": 0.25}}
+
+
+def test_the_result_file_carries_a_bounded_curve_of_the_objective(env, tmp_path, capsys):
+    result = tmp_path / "result.json"
+    env(result_file=result, objective="loss")
+    for step in range(1, 1001):
+        trial.report(step, loss=1 / step, accuracy=1 - 1 / step)
+    body = json.loads(result.read_text())
+    steps = [p[0] for p in body["curve"]]
+    assert 32 <= len(steps) <= trial.sdk.CURVE_POINTS and steps[0] == 1 and steps[-1] == 1000
+    assert steps == sorted(steps) and max(b - a for a, b in zip(steps, steps[1:])) <= 64   # spread over the run
+    assert all(v == 1 / s for s, v in body["curve"])
+    assert body["metrics"] == {"loss": 0.001, "accuracy": 0.999} and len(result.read_bytes()) <= 4096
+
+
+@pytest.mark.parametrize("steps,problem", [((1, math.nan), "step nan is not a finite number"),
+                                           ((1, math.inf), "step inf is not a finite number"),
+                                           ((3, 3), "step 3 does not come after the previous step 3"),
+                                           ((5, 2), "step 2 does not come after the previous step 5")])
+def test_steps_must_be_finite_and_increase(env, steps, problem, capsys):
+    trial.report(steps[0], loss=1.0)
+    with pytest.raises(InputError) as e:
+        trial.report(steps[1], loss=0.5)
+    assert problem in e.value.line()
 
 
 def test_result_file_stays_under_4k(env, tmp_path, capsys):

@@ -18,7 +18,7 @@ import time
 from typing import Callable
 
 from rung.api import Study
-from rung.records import RecordStore, SegmentRecord, SegmentStatus, TrialRecord
+from rung.records import DIVERGED, RecordStore, SegmentRecord, SegmentStatus, TrialRecord
 from rung.runtime.base import Ended, Outcome, Refused, Report, Runtime, SegmentSpec, trial_name
 from rung.schedulers import make_scheduler
 from rung.schedulers.base import FAILED_LOSS, Scheduler
@@ -212,6 +212,7 @@ class StudyLoop:
     def _on_ended(self, trial: TrialRecord, event: Ended) -> None:
         seg = trial.current
         seg.exit_code = event.exit_code
+        self._adopt_result(seg, event.result)
         if event.outcome == Outcome.LOST:
             seg.losses += 1
             limit = self.study.spec.limits.max_preemptions
@@ -227,19 +228,38 @@ class StudyLoop:
                 metric = self.study.spec.objective.metric
                 self._finish_failed(trial, f"exited 0 without reporting the objective metric {metric!r}; "
                                            f"report it, e.g. trial.report(step, {metric}=...)")
-            else:
-                seg.status, seg.reached = SegmentStatus.COMPLETED, seg.budget
-                loss = self.sign * value
-                seg.loss = loss if math.isfinite(loss) else None
-                seg.reason = "" if math.isfinite(loss) else f"the objective was {value}"
+            elif not math.isfinite(value):   # worst for the scheduler; a visible outcome in reports
+                seg.status, seg.reached, seg.loss = SegmentStatus.COMPLETED, seg.budget, None
+                seg.reason = f"{DIVERGED}: the objective {self.study.spec.objective.metric} was {value}"
                 self._close(trial)
                 self._save(trial)
-                self.scheduler.tell(trial.index, seg.budget, loss)
+                self.scheduler.tell(trial.index, seg.budget, FAILED_LOSS)
+            elif (short := _short_of(seg, event.result)) is not None:   # credited with what it trained, not its budget
+                self._finish_stopped(trial, f"ended at step {short:g}, short of its budget {seg.budget:g}")
+            else:
+                seg.status, seg.reached, seg.loss, seg.reason = SegmentStatus.COMPLETED, seg.budget, self.sign * value, ""
+                self._close(trial)
+                self._save(trial)
+                self.scheduler.tell(trial.index, seg.budget, seg.loss)
         elif event.outcome == Outcome.STOPPED:
             self._finish_stopped(trial, event.reason or "stopped by the scheduler")
         else:
             error = event.result.get("error") if isinstance(event.result, dict) else None
             self._finish_failed(trial, event.reason or str(error or "failed"))
+
+    def _adopt_result(self, seg: SegmentRecord, result: dict | None) -> None:
+        """The result file's final metrics, and its thinned curve where live reports left a
+        gap (on a cluster they are read only for stop-based schedulers)."""
+        if not isinstance(result, dict):
+            return
+        if isinstance(result.get("metrics"), dict):
+            seg.metrics.update({k: v for k, v in result["metrics"].items() if _is_number(v)})
+        last = seg.last_step if seg.curve else -math.inf
+        for point in result.get("curve") if isinstance(result.get("curve"), list) else ():
+            if (isinstance(point, list) and len(point) == 2 and all(_is_number(x) and math.isfinite(x) for x in point)
+                    and point[0] > last):
+                seg.curve.append([float(point[0]), self.sign * float(point[1])])
+                last = point[0]
 
     def _finish_failed(self, trial: TrialRecord, reason: str) -> None:
         seg = trial.current
@@ -393,6 +413,15 @@ def _index_of(trial: str, study: str) -> int | None:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short_of(seg: SegmentRecord, result: dict | None) -> float | None:
+    """The last step of a segment that ended before its budget, else None. The result
+    file's step is the last one reported; live reports may have been missed. Whole steps
+    count as reaching a fractional budget (11 of 11.1)."""
+    step = result.get("step") if isinstance(result, dict) else None
+    step = float(step) if _is_number(step) and math.isfinite(step) else seg.last_step
+    return step if step is not None and step < math.floor(seg.budget + 1e-9) else None
 
 
 def _objective(result: dict | None, reported: dict, metric: str) -> float | None:

@@ -17,12 +17,15 @@ from rung.trial import contract as C
 
 STATE_FILE = "state.pkl"
 RESULT_LIMIT = 4096  # a pod's termination message is cut at 4 KiB
+CURVE_POINTS = 64    # learning-curve points the result file carries (a pod's logs may be gone)
 
 # Per-process bookkeeping: the step resumed from, and the last checkpoint (for periodic ones).
 _loaded_step: float | None = None
 _last_saved_step: float | None = None
 _last_saved_time = time.monotonic()
 _last_report: dict = {}     # the latest {"step", "metrics"}, repeated when an error is recorded
+_curve: list[list] = []     # [n, step, objective] of every `_curve_every`-th report (n counts them)
+_curve_every = 1
 _hook_installed = False
 _swept: set[str] = set()    # checkpoint URIs whose cut-off uploads this process aborted
 
@@ -187,18 +190,41 @@ def _number(value: Any) -> Any:
 
 
 def report(step: float, **metrics: Any) -> None:
-    """Report metrics at `step`: one `@rung {...}` stdout line, and the result file rewritten."""
+    """Report metrics at `step`: one `@rung {...}` stdout line, and the result file rewritten.
+    Steps must be finite and increase from one report to the next."""
     global _last_report
     _record_errors()
     try:
         body = {"step": _number(step), "metrics": {k: _number(v) for k, v in metrics.items()}}
     except (TypeError, ValueError) as e:
         raise InputError("report", f"metrics must be numbers ({e})", "pass floats, e.g. report(3, loss=0.2)")
+    if not math.isfinite(body["step"]):
+        raise InputError("report", f"step {step} is not a finite number", "report the step (epoch, batch) reached")
+    if _last_report and body["step"] <= _last_report["step"]:
+        raise InputError("report", f"step {body['step']} does not come after the previous step "
+                         f"{_last_report['step']}", "report increasing steps, e.g. the epoch just finished")
     line = json.dumps(body, separators=(",", ":"))
     sys.stdout.write(C.REPORT_PREFIX + line + "\n")
     sys.stdout.flush()
     _last_report = body
+    _add_to_curve(body)
     _write_result(body)
+
+
+def _add_to_curve(body: dict) -> None:
+    """Keep every k-th point of the objective, doubling k whenever more than CURVE_POINTS
+    would be kept: a curve spread evenly over the whole run, at most 4 KiB."""
+    global _curve_every
+    value = body["metrics"].get(_env(C.ENV_OBJECTIVE) or "")
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return
+    n = _curve[-1][0] + 1 if _curve else 0
+    if _curve and _curve[-1][0] % _curve_every:
+        _curve.pop()   # the previous point was only kept as the latest one
+    _curve.append([n, body["step"], value])
+    if sum(p[0] % _curve_every == 0 for p in _curve) >= CURVE_POINTS:   # the latest may be one more
+        _curve_every *= 2
+        _curve[:-1] = [p for p in _curve[:-1] if p[0] % _curve_every == 0]
 
 
 def _result_path() -> str | None:
@@ -213,8 +239,11 @@ def _write_result(body: dict) -> None:
     path = _result_path()
     if path is None:
         return
-    body = dict(body)
+    body = {**body, "curve": [p[1:] for p in _curve]} if _curve else dict(body)
     text = json.dumps(body, separators=(",", ":"))
+    if len(text.encode()) > RESULT_LIMIT and _curve:   # the final metrics matter more
+        body.pop("curve")
+        text = json.dumps(body, separators=(",", ":"))
     metrics = dict(body.get("metrics", {}))
     while len(text.encode()) > RESULT_LIMIT and metrics:
         metrics.pop(next(reversed(metrics)))  # keep the first metrics: the objective comes first
