@@ -7,8 +7,11 @@ loss at the highest budget reached so far) has regret <= that target; the budget
 spent, divided by random search's, is its ratio (< 1: it needs less). Runs in-process
 on the simulator (one worker), so only the algorithms are compared, not process start-up.
 
-Run: python bench/regret.py [--seeds 20] [--out bench/out]
-Writes a table to stdout and PNG plots (median regret against budget) to --out.
+A second table gives each method's median regret after a fixed budget (--at, in full
+evaluations), e.g. to compare two versions of a sampler.
+
+Run: python bench/regret.py [--seeds 20] [--at 100] [--only counting] [--out bench/out]
+Writes the tables to stdout and PNG plots (median regret against budget) to --out.
 """
 
 from __future__ import annotations
@@ -110,6 +113,13 @@ def run(problem, seeds: int, n_random: int, horizon: float):
     return rows, curves
 
 
+def regret_at(problem, seeds: int, evaluations: float) -> dict[str, float]:
+    """Median regret of each method's incumbent once it has spent `evaluations` full budgets."""
+    spend = evaluations * problem.budget_max
+    return {m: float(np.median([trace(problem, m, seed, spend)[-1][1] for seed in range(seeds)]))
+            for m in METHODS}
+
+
 def plot(problem, curves, n_random, out: Path):
     import matplotlib
     matplotlib.use("Agg")
@@ -144,11 +154,14 @@ def main() -> None:
     ap.add_argument("--random-evals", type=int, default=64, help="random search's full-budget evaluations")
     ap.add_argument("--horizon", type=float, default=3.0, help="give up at this multiple of random's budget")
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
+    ap.add_argument("--at", type=float, default=100.0, help="full evaluations for the fixed-budget table")
+    ap.add_argument("--only", choices=("counting", "hartmann"), help="run one benchmark")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    problems = [p for p in (CountingOnes(), Hartmann6()) if args.only is None or p.name.lower().startswith(args.only)]
     print(f"| benchmark | method | median ratio | geo-mean ratio | reached (of {args.seeds}) |")
     print("|---|---|---|---|---|")
-    for problem in (CountingOnes(), Hartmann6()):
+    for problem in problems:
         t0 = time.time()
         rows, curves = run(problem, args.seeds, args.random_evals, args.horizon)
         for m, ratios in rows.items():
@@ -159,6 +172,11 @@ def main() -> None:
                   f"| {int(ok.sum())} |", flush=True)
         path = plot(problem, curves, args.random_evals, args.out)
         print(f"<!-- {problem.name}: {time.time() - t0:.0f} s, plot {path} -->", flush=True)
+    print(f"\n| benchmark | method | median regret after {args.at:g} full evaluations ({args.seeds} seeds) |")
+    print("|---|---|---:|")
+    for problem in problems:
+        for m, regret in regret_at(problem, args.seeds, args.at).items():
+            print(f"| {problem.name} | {m} | {regret:.4f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -62,5 +62,5 @@ def test_count_steps_with_wrong_credentials_says_why(tmp_path, root_uri, aws_env
     rc, reports, final, _ = run(tmp_path, f"{root_uri}/ns/st/st-0", 3,
                                   dict(aws_env, AWS_SECRET_ACCESS_KEY="wrong"))
     assert rc != 0 and reports == []  # fails at load_checkpoint, before training anything
-    assert final["error"].startswith("StoreUnavailable: spec.checkpoints.secretRef: ")
+    assert final["error"].startswith("StoreUnavailable: AWS_ACCESS_KEY_ID: ")
     assert "\n" not in final["error"]

@@ -276,6 +276,9 @@ _DELETE = object()
     ("spec.objective", _DELETE, "spec"),
     ("spec.algorithm.settings", "fast", "spec.algorithm.settings"),
     ("spec.limits.maxTrails", 10, "spec.limits"),
+    ("spec.checkpoints", {"uri": "ftp://x"}, "spec.checkpoints.uri"),             # unknown scheme
+    ("spec.checkpoints", {"uri": "file://relative/x"}, "spec.checkpoints.uri"),   # not absolute
+    ("spec.checkpoints", {"uri": "s3://"}, "spec.checkpoints.uri"),               # no bucket
     ("spec", _DELETE, ""),
 ])
 def test_wrong_types_and_missing_fields_are_refused(field, value, where):
@@ -287,7 +290,6 @@ def test_wrong_types_and_missing_fields_are_refused(field, value, where):
     ("spec.searchSpace.lr.low", 1.0),          # above high
     ("spec.searchSpace.lr.low", -1.0),         # log scale with low <= 0
     ("spec.algorithm.name", "simplex"),        # unknown algorithm
-    ("spec.checkpoints", {"uri": "ftp://x"}),  # unknown scheme
 ])
 def test_semantic_errors_pass_the_schema_and_are_caught_by_the_model(field, value):
     doc = _set(_study(), field, value)

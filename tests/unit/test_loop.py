@@ -334,7 +334,7 @@ def test_a_closed_gate_starts_nothing_and_the_study_goes_on_when_it_opens():
     st = study(max_trials=4, parallelism=2)
     runtime, records = FakeRuntime(), MemoryRecords()
     why = ["checkpoint store unreachable: connection refused"]
-    loop = make_loop(st, runtime, records, gate=lambda: why[0])
+    loop = make_loop(st, runtime, records, gate=lambda fresh=False: why[0])
     for _ in range(5):
         assert loop.step() is True                  # waiting, neither failed nor finished
     assert runtime.started == [] and records.load() == []

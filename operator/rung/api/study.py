@@ -160,16 +160,23 @@ class TrialTemplate(_Model):
 
 
 class Checkpoints(_Model):
-    uri: str | None = None
+    # The pattern lets the API server refuse what _scheme explains (file://relative, s3:// without a bucket).
+    uri: Annotated[str, Field(pattern=r"^(file://(localhost)?/|s3://[^/]+)")] | None = None
     secret_ref: str | None = None
     retain: bool = Field(False, description="Keep the Study's checkpoints when it is deleted.")
     keep_best: int = Field(1, ge=0, description="Per trial, the best checkpoints kept besides the latest.")
 
-    @field_validator("uri")
+    @field_validator("uri", mode="before")
     @classmethod
     def _scheme(cls, v):
-        if v is not None and not re.match(r"^(file|s3)://", v):
+        if not isinstance(v, str):
+            return v
+        if not re.match(r"^(file|s3)://", v):
             raise ValueError(f"uri {v!r} has no known scheme; use file:///path or s3://bucket/prefix")
+        if v.startswith("file://") and not re.match(r"^file://(localhost)?/", v):
+            raise ValueError(f"uri {v!r} is not an absolute file URI; write file:///absolute/path (three slashes)")
+        if v.startswith("s3://") and not re.match(r"^s3://[^/]+", v):
+            raise ValueError(f"uri {v!r} names no bucket; write s3://bucket/prefix")
         return v
 
 
@@ -197,6 +204,13 @@ class Metadata(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
     namespace: str = "default"
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v):
+        if len(v) > 63 or not _DNS_LABEL.match(v):
+            raise ValueError(f"namespace {v!r} is not a DNS label; use lower-case letters, digits and '-'")
+        return v
 
     @field_validator("name")
     @classmethod

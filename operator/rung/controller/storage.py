@@ -13,11 +13,8 @@ import time
 
 from rung.api import Study
 from rung.kube.api import Kube, message_of, path, status_of
-from rung.storage import open_store, study_prefix
+from rung.storage import StoreGate, open_store, study_prefix
 from rung.storage.base import CheckpointStore, StoreUnavailable
-
-PROBE_OK_EVERY, PROBE_FAILED_EVERY = 60.0, 5.0   # seconds between probes of a store that answered / did not
-
 
 def secret_env(kube: Kube, namespace: str, secret: str | None) -> dict[str, str]:
     if not secret:
@@ -39,31 +36,20 @@ def open_study_store(root: str, env: dict[str, str]) -> CheckpointStore:
         from rung.storage.s3 import S3Store, parse_s3_uri
 
         bucket, prefix = parse_s3_uri(root)
-        return S3Store(bucket, prefix, env=env, max_attempts=3)
+        return S3Store(bucket, prefix, env=env, from_secret=True, max_attempts=3)
     return open_store(root)
 
 
 class StudyStore:
     def __init__(self, kube: Kube, study: Study, root: str, clock=time.monotonic):
-        self.kube, self.study, self.root, self.clock = kube, study, root, clock
+        self.kube, self.study, self.root = kube, study, root
         self.prefix = study_prefix(study.metadata.namespace, study.name, study.uid)
-        self._next_probe, self._answer = -1e9, ""
+        # A probe is a Secret read and a write, read and delete of one small object.
+        self.gate = StoreGate(self.store, self.prefix, clock=clock)
 
     def store(self) -> CheckpointStore:
         return open_study_store(self.root, secret_env(self.kube, self.study.metadata.namespace,
                                                       self.study.spec.checkpoints.secret_ref))
-
-    def gate(self) -> str:
-        """"" when new segments may start, else why not. Probes (a Secret read and one
-        listing) at most every minute while the store answers, every few seconds while not."""
-        if self.clock() >= self._next_probe:
-            try:
-                self.store().check()
-                self._answer = ""
-            except StoreUnavailable as e:
-                self._answer = e.line()
-            self._next_probe = self.clock() + (PROBE_FAILED_EVERY if self._answer else PROBE_OK_EVERY)
-        return self._answer
 
     def delete_all(self) -> None:
         """Every checkpoint of the Study, and uploads cut off midway. Call it only once no

@@ -45,8 +45,9 @@ class StudyLoop:
                  checkpoint_root: str | None = None, run_id: str | None = None, parallelism: int | None = None,
                  gate: Callable[[], str] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
-        """`gate()`, asked before new segments start, returns "" when they may, else why not
-        (e.g. the checkpoint store is unreachable): nothing new starts, and the Study waits.
+        """`gate(fresh)`, asked before new segments start, returns "" when they may, else why
+        not (e.g. the checkpoint store is unreachable): nothing starts, and the Study waits.
+        `fresh` asks it to look again now (a trial has just met a store fault).
         `parallelism` overrides spec.limits.parallelism (`rung run --parallel`).
         `run_id` names this run in checkpoint paths (default: the Study's uid)."""
         self.runtime, self.records = runtime, records
@@ -67,6 +68,7 @@ class StudyLoop:
         self._next_index = 0              # no trial number below it is ever given again
         self._changed = False             # status changed since it was last saved
         self._stops_sent: set[str] = set()   # attempts this loop asked the runtime to stop
+        self._store_fault = False            # a trial met a store fault since the gate last looked
         self._fresh: set[str] = set()        # attempts this loop recorded and has not started yet
         self._t0: float | None = None
         self._elapsed_before = 0.0
@@ -213,6 +215,14 @@ class StudyLoop:
         seg = trial.current
         seg.exit_code = event.exit_code
         self._adopt_result(seg, event.result)
+        if (fault := _store_fault(event)) is not None:
+            # Not the trial's fault: like a lost pod, it runs again (within maxPreemptions),
+            # and with a gate, nothing starts until the store answers again.
+            event = Ended(event.trial, event.segment, Outcome.LOST, event.exit_code, event.result, fault,
+                          event.attempt)
+            if self.gate is not None:
+                self.hold(HOLD_STORE, "CheckpointStoreUnavailable", fault)
+                self._store_fault = True
         if event.outcome == Outcome.LOST:
             seg.losses += 1
             limit = self.study.spec.limits.max_preemptions
@@ -284,8 +294,9 @@ class StudyLoop:
 
     # ---- decisions --------------------------------------------------------------------
     def _may_launch(self) -> bool:
-        if self.gate is not None and len(self.running_trials()) < self.parallelism:
-            self.hold(HOLD_STORE, "CheckpointStoreUnavailable", self.gate())
+        if self.gate is not None and (len(self.running_trials()) < self.parallelism or HOLD_STORE in self.holds):
+            self.hold(HOLD_STORE, "CheckpointStoreUnavailable", self.gate(self._store_fault))
+            self._store_fault = False
         return not self.holds
 
     def _launch(self) -> None:
@@ -317,6 +328,8 @@ class StudyLoop:
             if trial.current.stop_requested:   # it was told to stop, and it has
                 self._finish_stopped(trial, "stopped by the scheduler")
                 continue
+            if HOLD_STORE in self.holds:
+                continue   # it would only meet the store's fault again
             if run not in self._fresh:
                 if not self.runtime.gone(run):
                     continue   # it exists after all; its news is on the way
@@ -413,6 +426,17 @@ def _index_of(trial: str, study: str) -> int | None:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+STORE_FAULT = "StoreUnavailable: "   # how the trial SDK records a checkpoint store error
+
+
+def _store_fault(event: Ended) -> str | None:
+    """The store's one-line error when a segment failed on it (not on its own code)."""
+    error = event.result.get("error") if isinstance(event.result, dict) else None
+    if event.outcome == Outcome.FAILED and isinstance(error, str) and error.startswith(STORE_FAULT):
+        return error[len(STORE_FAULT):]
+    return None
 
 
 def _short_of(seg: SegmentRecord, result: dict | None) -> float | None:

@@ -9,6 +9,8 @@ s3://bucket/ckpt/default/mlp/<uid>/mlp-3); `split_trial_uri` turns that back int
 
 from __future__ import annotations
 
+import time
+from typing import Callable
 from urllib.parse import quote, unquote, urlsplit
 
 from rung.errors import InputError
@@ -16,7 +18,7 @@ from rung.storage.base import CheckpointStore, StoreUnavailable, format_step, pa
 from rung.storage.file import FileStore
 from rung.storage.s3 import S3Store, parse_s3_uri  # boto3 itself is imported on first use
 
-__all__ = ["CheckpointStore", "FileStore", "S3Store", "StoreUnavailable", "open_store",
+__all__ = ["CheckpointStore", "FileStore", "S3Store", "StoreGate", "StoreUnavailable", "open_store",
            "split_trial_uri", "trial_uri", "format_step", "parse_step"]
 
 _FIELD = "spec.checkpoints.uri"
@@ -79,3 +81,26 @@ def split_trial_uri(uri: str) -> tuple[CheckpointStore, str]:
         raise InputError("RUNG_CHECKPOINT_URI", f"{uri!r} names no trial folder",
                          "pass file:///root/<namespace>/<study>/<run>/<trial>")
     return FileStore(parent or "/"), name
+
+
+class StoreGate:
+    """A Study loop's gate on its checkpoint store: "" when new segments may start, else the
+    one-line reason. Probes (write, read back, delete under `prefix`) at most every
+    `ok_every` seconds while the store answers, every `failed_every` while it does not, and
+    at once when asked for a fresh answer (a trial has just met a store fault)."""
+
+    def __init__(self, store: Callable[[], CheckpointStore], prefix: str, *, ok_every: float = 60.0,
+                 failed_every: float = 5.0, clock: Callable[[], float] = time.monotonic):
+        self.store, self.prefix, self.clock = store, prefix, clock
+        self.ok_every, self.failed_every = ok_every, failed_every
+        self._next, self._answer = -1e9, ""
+
+    def __call__(self, fresh: bool = False) -> str:
+        if fresh or self.clock() >= self._next:
+            try:
+                self.store().probe(self.prefix)
+                self._answer = ""
+            except StoreUnavailable as e:
+                self._answer = e.line()
+            self._next = self.clock() + (self.failed_every if self._answer else self.ok_every)
+        return self._answer

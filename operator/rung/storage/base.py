@@ -22,12 +22,14 @@ import hashlib
 import json
 import math
 import time
+import uuid
 from abc import ABC, abstractmethod
 
 from rung.errors import InputError
 
 MANIFEST = "MANIFEST.json"
 FORMAT = 1
+URI_FIELD = "spec.checkpoints.uri"
 
 
 class StoreUnavailable(InputError):
@@ -157,10 +159,27 @@ class CheckpointStore(ABC):
     def _abort_uploads(self, prefix: str) -> int:
         """Remove the remains of writes under prefix that never completed; how many."""
 
+    @abstractmethod
+    def location(self, key: str) -> str:
+        """Where a key is, for messages: a path or an s3:// URI."""
+
     # --- the interface ---------------------------------------------------------------
     def check(self) -> None:
         """Raise StoreUnavailable when the store cannot be used now (a remote store probes
         its endpoint, bucket and credentials; a local folder has nothing to probe)."""
+
+    def probe(self, key_prefix: str) -> None:
+        """Write a small object under key_prefix, read it back and delete it; raise
+        StoreUnavailable (one line) if any of it fails. A Study checks its store so before
+        its first trial, so a wrong setting is one message, not every trial failing."""
+        key, data = f"{check_prefix(key_prefix)}/.probe-{uuid.uuid4().hex}", b"rung store probe\n"
+        self._put(key, data)
+        try:
+            if self._get(key) != data:
+                raise StoreUnavailable(URI_FIELD, f"wrote {self.location(key)} but could not read it back",
+                                       "check the store's read permissions")
+        finally:
+            self._remove(key)
 
     def save(self, key_prefix: str, step: float, files: dict[str, bytes],
              metrics: dict[str, float] | None = None) -> None:

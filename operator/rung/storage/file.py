@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
 from pathlib import Path
 
-from rung.storage.base import CheckpointStore
+from rung.storage.base import URI_FIELD, CheckpointStore, StoreUnavailable
 
 
 def _fsync_dir(path: Path) -> None:
@@ -46,19 +47,30 @@ class FileStore(CheckpointStore):
         except OSError:
             return None
 
+    def location(self, key: str) -> str:
+        return str(self._path(key))
+
+    def _fault(self, e: OSError, action: str, key: str) -> StoreUnavailable:
+        """A full disk or a folder this user cannot write is the store's fault, not the trial's."""
+        return StoreUnavailable(URI_FIELD, f"cannot {action} {self._path(key)}: {e.strerror or e}",
+                                "free some space, or give a folder this user can write to")
+
     def _put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Temp file + fsync + rename: readers see the old object or the whole new one.
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as e:
+            raise self._fault(e, "write", key) from None
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         _fsync_dir(path.parent)
 
     def _remove(self, key: str) -> None:
@@ -67,6 +79,8 @@ class FileStore(CheckpointStore):
             path.unlink()
         except FileNotFoundError:
             return
+        except OSError as e:
+            raise self._fault(e, "remove", key) from None
         _fsync_dir(path.parent)
 
     def _remove_tree(self, prefix: str) -> None:

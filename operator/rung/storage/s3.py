@@ -30,9 +30,8 @@ from collections import ChainMap
 from collections.abc import Mapping
 
 from rung.errors import InputError
-from rung.storage.base import CheckpointStore, StoreUnavailable
+from rung.storage.base import URI_FIELD, CheckpointStore, StoreUnavailable
 
-URI_FIELD = "spec.checkpoints.uri"
 SECRET_FIELD = "spec.checkpoints.secretRef"
 MiB = 1024 * 1024
 
@@ -155,9 +154,11 @@ def _no_continue_for_empty_body(params, **_):
 
 class S3Store(CheckpointStore):
     """`env`: variables that win over os.environ (AWS_*, RUNG_S3_*), e.g. the data of the
-    Secret named by spec.checkpoints.secretRef when the operator probes a Study's store."""
+    Secret named by spec.checkpoints.secretRef when the operator probes a Study's store
+    (`from_secret`: then credential errors name that field; elsewhere, the variables)."""
 
     def __init__(self, bucket: str, prefix: str = "", *, env: Mapping[str, str] | None = None,
+                 from_secret: bool = False,
                  endpoint_url: str | None = None,
                  multipart_threshold: int | None = None, multipart_chunksize: int | None = None,
                  max_concurrency: int | None = None, max_attempts: int | None = None,
@@ -172,6 +173,8 @@ class S3Store(CheckpointStore):
         self._settings = _resolve_settings(env, endpoint_url, max_attempts, connect_timeout,
                                            read_timeout, addressing)
         self._client = client  # created lazily: opening a store touches no network
+        self._credentials = (SECRET_FIELD, "in the Secret it names") if from_secret else \
+            ("AWS_ACCESS_KEY_ID", "in the environment (or a profile: AWS_PROFILE)")
 
     def __repr__(self) -> str:
         return f"S3Store({self.uri!r})"
@@ -194,6 +197,9 @@ class S3Store(CheckpointStore):
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def location(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
 
     # --- errors ------------------------------------------------------------------------
     def _unavailable(self, exc: BaseException, action: str, key: str) -> StoreUnavailable:
@@ -221,10 +227,10 @@ class S3Store(CheckpointStore):
         where = f"s3://{self.bucket}/{self._key(key)}".rstrip("/")
         attempts = self._settings["max_attempts"]
         endpoint = self.endpoint
+        field, place = self._credentials
         if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
-            return StoreUnavailable(SECRET_FIELD, f"no complete S3 credentials to {action} {where}",
-                                    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the Secret "
-                                    "named by spec.checkpoints.secretRef)")
+            return StoreUnavailable(field, f"no complete S3 credentials to {action} {where}",
+                                    f"set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY {place}")
         if isinstance(err, unreachable):
             return StoreUnavailable(URI_FIELD, f"cannot reach S3 endpoint {endpoint} to {action} "
                                     f"{where} after {attempts} attempts ({type(err).__name__})",
@@ -239,10 +245,10 @@ class S3Store(CheckpointStore):
                                         f"create it (aws s3 mb s3://{self.bucket}) or name an "
                                         "existing bucket in the URI")
             if code in _AUTH_CODES or status == 403:
-                return StoreUnavailable(SECRET_FIELD, f"{endpoint} refused the credentials to "
+                return StoreUnavailable(field, f"{endpoint} refused the credentials to "
                                         f"{action} {where} ({code})",
                                         "put a valid AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
-                                        f"with access to bucket {self.bucket!r} in that Secret")
+                                        f"with access to bucket {self.bucket!r} {place}")
             if code in _THROTTLE_CODES or status in (429, 500, 502, 503, 504):
                 return StoreUnavailable(URI_FIELD, f"{endpoint} still answered {code} to {action} "
                                         f"{where} after {attempts} attempts",
