@@ -163,9 +163,34 @@ def test_interrupted_run_resumes_to_the_same_trials(tmp_path, reference, capsys,
             assert trained[(name, str(step))] == 1, (name, step)
     for name in running_before:   # restarted under the same deterministic name
         assert final[name]["segments"][-1]["restarts"] >= 1 or len(final[name]["segments"]) > 1
-    for pid, started in orphans:  # children a kill -9 left behind were reaped, not left running
-        stat = Path(f"/proc/{pid}/stat")
-        assert not stat.exists() or stat.read_text().split(")")[-1].split()[19] != started
+    assert not any(_alive(*pid) for pid in orphans)
+
+
+def test_trials_die_with_a_killed_rung_run(tmp_path):
+    (tmp_path / "quiet.py").write_text("import time\ntime.sleep(120)\n")   # never writes to its stdout
+    manifest = write_study(tmp_path, algorithm="random", max_trials=2, spec__trial__command=["python", "quiet.py"])
+    results = tmp_path / "out"
+    proc = subprocess.Popen([*RUNG, "run", str(manifest), "--results", str(results)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(pids := [p.read_text().split() for p in results.glob("segments/*.pid")]) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while any(_alive(*pid) for pid in pids):   # no rerun needed to reap them
+        assert time.monotonic() < deadline, f"orphan trial processes: {pids}"
+        time.sleep(0.05)
+
+
+def _alive(pid: str, started: str) -> bool:
+    """The process still runs (not a zombie, not a reused pid)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z" and fields[19] == started
 
 
 def test_failed_study_exits_1_with_the_reason(tmp_path, capsys):

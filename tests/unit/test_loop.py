@@ -407,3 +407,33 @@ def test_a_non_finite_objective_is_a_diverged_outcome_worst_for_the_scheduler(va
     assert seg.status == "completed" and seg.loss is None
     assert seg.reason == f"diverged: the objective loss was {value}"
     assert [o.loss for o in loop.scheduler.observations if o.trial == 1] == [math.inf]
+
+
+def test_raising_max_trials_extends_a_finished_study():
+    records = MemoryRecords()
+    assert drive(make_loop(study(max_trials=4), FakeRuntime(), records)) == SUCCEEDED
+    before = trials_of(records)
+    runtime = FakeRuntime()
+    assert drive(make_loop(study(max_trials=6), runtime, records)) == SUCCEEDED
+    after = trials_of(records)
+    assert sorted(after) == list(range(6)) and [s.trial for s in runtime.started] == ["s-4", "s-5"]
+    assert all(after[i] == before[i] for i in range(4))   # the finished trials are kept as they were
+
+
+def test_retry_failed_runs_the_failed_trials_again_and_keeps_the_others():
+    from rung.runtime.loop import retry_failed
+    st = study(max_trials=5, max_failed=1)
+    records = MemoryRecords()
+    broken = FakeRuntime(ending=lambda spec: Outcome.FAILED if spec.index in (1, 3) else None)
+    assert drive(make_loop(st, broken, records)) == FAILED_STUDY
+    before = trials_of(records)
+    fixed = FakeRuntime()
+    assert drive(make_loop(st, fixed, records)) == FAILED_STUDY and fixed.started == []   # a replay
+    again = {t.name for t in before.values() if t.state != "completed"}   # failed, or stopped by the failure
+    assert {"s-1", "s-3"} <= again and retry_failed(records) == len(again)
+    assert drive(make_loop(st, fixed, records)) == SUCCEEDED
+    after = trials_of(records)
+    retried = [s for s in fixed.started if s.trial in again]
+    assert sorted(s.trial for s in retried) == sorted(again) and all(s.attempt == 1 for s in retried)
+    assert all(t.state == "completed" for t in after.values()) and sorted(after) == list(range(5))
+    assert all(after[i] == t for i, t in before.items() if t.state == "completed")   # kept as they were

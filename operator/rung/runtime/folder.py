@@ -27,6 +27,11 @@ from rung.api import MUTABLE_SPEC, Study, parse_study
 from rung.errors import InputError
 from rung.records import RecordStore, TrialRecord
 
+def unwritable(path: Path, e: OSError) -> InputError:
+    return InputError(str(path), f"cannot be written ({e.strerror or e})",
+                      "free some space or make it writable, then run the same command again")
+
+
 def write_json_atomic(path: Path, doc: Any) -> None:
     """Write JSON so that readers (and a crash) see the old file or the new one, never half."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -57,17 +62,32 @@ class FolderRecords(RecordStore):
         """Open the folder for `study`, making it if new. study.json takes the manifest as it
         is now (check_folder first: only MUTABLE_SPEC fields may differ from the last run)."""
         records = cls(root)
-        records.trials_dir.mkdir(parents=True, exist_ok=True)
-        doc = study_document(study)
-        if not records.study_file.exists() or json.loads(records.study_file.read_text()) != doc:
-            write_json_atomic(records.study_file, doc)
-        if not records.run_id_file.exists():
-            records.run_id_file.write_text(uuid.uuid4().hex + "\n")
+        with records._writing(records.root):
+            records.trials_dir.mkdir(parents=True, exist_ok=True)
+            doc = study_document(study)
+            if not records.study_file.exists() or json.loads(records.study_file.read_text()) != doc:
+                write_json_atomic(records.study_file, doc)
+            if not records.run_id_file.exists():
+                records.run_id_file.write_text(uuid.uuid4().hex + "\n")
+        records.run_id   # a hand-broken run-id is refused now, not mid-run
         return records
 
     @property
     def run_id(self) -> str:
-        return self.run_id_file.read_text().strip()
+        text = self.run_id_file.read_text().strip()
+        if not text.isalnum():
+            raise InputError(str(self.run_id_file), f"is not a run id ({text[:40]!r})",
+                             "restore it (the name of the run's folder under checkpoints/<namespace>/<study>/)")
+        return text
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path):
+        """A full disk or a read-only folder is one line; the records stay as they were
+        (each file is replaced whole), so the same command resumes once it is fixed."""
+        try:
+            yield
+        except OSError as e:
+            raise unwritable(path, e) from None
 
     def study(self) -> Study:
         return read_study(self.root)
@@ -83,16 +103,25 @@ class FolderRecords(RecordStore):
         return sorted(docs, key=lambda t: t.index)
 
     def save(self, trial):
-        write_json_atomic(self.trials_dir / f"{trial.name}.json", trial.to_json())
+        path = self.trials_dir / f"{trial.name}.json"
+        with self._writing(path):
+            write_json_atomic(path, trial.to_json())
 
     def load_status(self):
         try:
-            return json.loads(self.status_file.read_text())
-        except (OSError, ValueError):
+            status = json.loads(self.status_file.read_text())
+        except FileNotFoundError:
             return {}
+        except (OSError, ValueError) as e:
+            status = e
+        if not isinstance(status, dict):
+            raise InputError(str(self.status_file), "is not a readable status record",
+                             "restore it, or delete it: the Study's state is rebuilt from the trials")
+        return status
 
     def save_status(self, status):
-        write_json_atomic(self.status_file, status)
+        with self._writing(self.status_file):
+            write_json_atomic(self.status_file, status)
 
 
 LOCK = ".lock"
@@ -101,8 +130,12 @@ LOCK = ".lock"
 @contextlib.contextmanager
 def locked(root: Path):
     """Hold the results folder for this process (the kernel releases it even on kill -9)."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise InputError("--results", f"cannot write {root} ({e.strerror or e})",
+                         "give a folder you can write to") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

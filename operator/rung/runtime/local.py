@@ -3,12 +3,15 @@
 Each segment is one subprocess in its own session (so a Ctrl-C on the terminal reaches
 `rung run`, which then stops its children on purpose and keeps the records consistent).
 A reader thread per process turns '@rung {json}' stdout lines into Reports; every other
-stdout and stderr line goes to <results>/segments/<segment>.log. A pid file per segment
-lets the next `rung run` kill children that outlived a `kill -9` of the previous one.
+stdout and stderr line goes to <results>/segments/<segment>.log. Each child is
+also killed by the kernel when `rung run` dies (PR_SET_PDEATHSIG), so a `kill -9` leaves
+no trial running; a pid file per segment lets the next `rung run` kill whatever the
+children started that outlived them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import os
@@ -26,8 +29,26 @@ from typing import IO
 from rung.errors import InputError
 from rung.runtime.base import (Ended, Event, Outcome, Report, Runtime, SegmentSpec, contract_env, parse_report_line,
                                timed_out)
+from rung.runtime.folder import unwritable
 
 _PYTHONS = ("python", "python3")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_us():
+    """For Popen(preexec_fn=...): the child gets SIGKILL when this process dies, even by
+    kill -9. Resolved here, before any fork: the child only makes the one call."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):   # not Linux: the pid files still let the next run reap it
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:   # we died before the call took effect
+            os._exit(1)
+    return preexec
 _LINGER = 2.0   # seconds a finished trial's leftover children may hold its stdout open
 
 
@@ -102,28 +123,38 @@ class LocalRuntime(Runtime):
         self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
         self._ends: dict[str, Ended] = {}   # run name -> its end, until the loop releases it
         reap_orphans(self.dir)
+        self._preexec = _die_with_us()
 
     # ---- the interface ----------------------------------------------------------------
     def start(self, spec: SegmentSpec) -> None:
         name = spec.name
         log_path, result_path, pid_path = (self.dir / f"{name}{ext}" for ext in (".log", ".result.json", ".pid"))
-        result_path.unlink(missing_ok=True)   # a stale result must never pass for this attempt's
-        log = open(log_path, "ab")
-        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} attempt {spec.attempt}: "
-                  f"budget {spec.budget:g}, params {json.dumps(spec.params)}\n".encode())
-        log.flush()
+        try:
+            result_path.unlink(missing_ok=True)   # a stale result must never pass for this attempt's
+            log = open(log_path, "ab")
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} attempt {spec.attempt}: "
+                      f"budget {spec.budget:g}, params {json.dumps(spec.params)}\n".encode())
+            log.flush()
+        except OSError as e:   # the results folder is full or read-only: not the trial's fault
+            raise unwritable(self.dir, e) from None
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **contract_env(spec, str(result_path))}
         try:
             proc = subprocess.Popen(resolve_command(spec.command, self.cwd), cwd=self.cwd, env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=self._preexec)
         except OSError as e:
             log.close()
             self._ends[spec.run_name] = Ended(spec.trial, spec.segment, Outcome.FAILED, None, None,
                                                f"cannot start {spec.command[0]!r}: {e.strerror or e}",
                                                spec.attempt)
             return
-        pid_path.write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
+        try:
+            pid_path.write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
+        except OSError as e:   # untracked, it could outlive us: stop it first
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+            log.close()
+            raise unwritable(self.dir, e) from None
         reader = threading.Thread(target=self._read, args=(spec, proc.stdout, log), daemon=True,
                                   name=f"rung-reader-{name}")
         reader.start()

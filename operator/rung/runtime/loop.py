@@ -26,6 +26,7 @@ from rung.storage import trial_uri
 
 
 NO_RESULT = "no trial produced a finite"   # a finished Study without a result starts its reason so
+STUDY_FAILED = "the Study failed"          # why its running trials were stopped
 
 
 class StudyState(enum.StrEnum):
@@ -159,7 +160,8 @@ class StudyLoop:
         self.scheduler = make_scheduler(self.study).restore(records, self._next_index)
         self.trials = {t.index: t for t in records}
         self._stale, self._changed = False, True
-        if status.get("state") in (StudyState.SUCCEEDED, StudyState.FAILED):
+        finished = status.get("state") == StudyState.SUCCEEDED and self.scheduler.finished()
+        if finished or status.get("state") == StudyState.FAILED:   # a raised maxTrials reopens a success
             self.state, self.reason = StudyState(status["state"]), status.get("reason", "")
             return
         self.state, self.reason = StudyState.RUNNING, ""
@@ -375,7 +377,7 @@ class StudyLoop:
         reason = (f"{failed} trials failed, more than limits.maxFailedTrials ({limit}); "
                   f"last: {last.name}: {last.current.reason}")
         for trial in self.running_trials():
-            self._finish_stopped(trial, "the Study failed", tell=False)
+            self._finish_stopped(trial, STUDY_FAILED, tell=False)
             self._stop(trial)
         self._set_state(StudyState.FAILED, reason)
 
@@ -417,6 +419,23 @@ class StudyLoop:
     def _save_status(self) -> None:
         self.records.save_status(self.status())
         self._changed = False
+
+
+def retry_failed(records: RecordStore) -> int:
+    """Run every failed trial's last segment again (and those stopped only because the
+    Study failed), as its next attempt, and reopen the Study; every other result stays
+    as it is. Returns how many trials run again."""
+    failed = [t for t in records.load() if t.state == SegmentStatus.FAILED
+              or (t.state == SegmentStatus.STOPPED and t.current.reason == STUDY_FAILED)]
+    for trial in failed:
+        old = trial.current
+        # The attempt that failed is not live, so the next loop starts the segment's next one.
+        trial.segments[-1] = SegmentRecord(old.budget, old.resume_from, started=old.started, restarts=old.restarts)
+        records.save(trial)
+    status = records.load_status()
+    if status.get("state") == StudyState.FAILED:
+        records.save_status({**status, "state": StudyState.RUNNING, "reason": ""})
+    return len(failed)
 
 
 def _index_of(trial: str, study: str) -> int | None:
