@@ -229,6 +229,9 @@ BAD = {
     "misspelt-field": ({"spec.limits.maxTrails": 3}, "did you mean spec.limits.maxTrials?"),
     "duplicate-key": (b"apiVersion: rung.dev/v1alpha1\nkind: Study\nkind: Study\n", "'kind' appears twice"),
     "not-utf8": (b"apiVersion: rung.dev/v1alpha1\n# \xff\xfe\n", "is not UTF-8 text"),
+    "file-uri-not-absolute": ({"spec.checkpoints": {"uri": "file://relative/ckpt"}}, "spec.checkpoints.uri"),
+    "s3-uri-without-bucket": ({"spec.checkpoints": {"uri": "s3://"}}, "spec.checkpoints.uri"),
+    "namespace-not-a-name": ({"metadata.namespace": "../x"}, "metadata.namespace"),
 }
 
 
@@ -265,6 +268,8 @@ def test_bad_input_is_refused_with_one_line_and_touches_nothing(tmp_path, refere
     runs = [["run", str(manifest), "--results", str(existing), *extra], ["run", str(manifest), *extra]]
     if case == "other-spec-same-folder":
         runs = runs[:1]   # elsewhere that spec is fine
+    elif not extra:
+        runs.append(["validate", str(manifest)])   # validate refuses what run refuses
     for args in runs:
         monkeypatch.chdir(tmp_path)    # the default results folder would be tmp_path/.rung/cs
         assert main(args) == 2

@@ -151,7 +151,7 @@ def test_a_study_without_any_finite_result_fails_with_the_reason():
     st = study(max_trials=4, max_failed=100)
     records = MemoryRecords()
     assert drive(make_loop(st, FakeRuntime(ending=lambda spec: Outcome.FAILED), records)) == FAILED_STUDY
-    assert records.status["reason"].startswith("no trial produced a finite loss (4 of 4 failed; last: s-")
+    assert records.status["reason"].startswith("no trial produced a finite loss (4 of 4 failed or diverged; last: s-")
     assert records.status["reason"].endswith(": boom)")
 
 

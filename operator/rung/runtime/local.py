@@ -245,10 +245,20 @@ class LocalRuntime(Runtime):
         result = _read_json(seg.result_path)
         if rc == 0:
             return Ended(spec.trial, spec.segment, Outcome.SUCCEEDED, rc, result, attempt=spec.attempt)
+        self._check_writable()   # a trial that failed on a full results disk is not at fault
         how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
         last = _last_line(seg.log_path)
         reason = f"{how}: {last} (log: {seg.log_path})" if last else f"{how} (log: {seg.log_path})"
         return Ended(spec.trial, spec.segment, Outcome.FAILED, rc, result, reason, spec.attempt)
+
+    def _check_writable(self) -> None:
+        probe = self.dir / ".probe"
+        try:
+            probe.write_bytes(b"\0" * 4096)
+            probe.unlink()
+        except OSError as e:
+            probe.unlink(missing_ok=True)
+            raise unwritable(self.dir, e) from None
 
     def _release(self, seg: _Segment) -> None:
         seg.log.close()

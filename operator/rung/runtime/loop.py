@@ -363,11 +363,13 @@ class StudyLoop:
                             "nothing to start but is not finished (a scheduler bug)")
 
     def _no_result_reason(self) -> str:
-        failed = [t for t in self.trials.values() if t.state == SegmentStatus.FAILED]
+        failed = [t for t in self.trials.values()
+                  if t.state == SegmentStatus.FAILED or t.current.reason.startswith(DIVERGED)]
         reason = f"{NO_RESULT} {self.study.spec.objective.metric}"
         if failed:
             last = max(failed, key=lambda t: t.current.ended or 0.0)
-            reason += f" ({len(failed)} of {len(self.trials)} failed; last: {last.name}: {last.current.reason})"
+            reason += (f" ({len(failed)} of {len(self.trials)} failed or diverged; "
+                       f"last: {last.name}: {last.current.reason})")
         return reason
 
     def _fail_study(self, failed: int) -> None:
