@@ -45,9 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("file", metavar="FILE")
     val.set_defaults(func=cmd_validate)
 
-    rep = sub.add_parser("report", help="summary table and PNG plots of a Study's results")
-    rep.add_argument("target", metavar="STUDY_OR_RESULTS_DIR")
-    rep.add_argument("--out", metavar="DIR", help="where the PNGs go (default: <results>/plots)")
+    rep = sub.add_parser("report", help="summary table and PNG plots of a Study's results",
+                         description="Summary table, top trials and PNG plots of a Study: from its results "
+                                     "folder (rung run), or from the cluster with study/NAME (its Study and "
+                                     "Trial objects, read through the kubeconfig).")
+    rep.add_argument("target", metavar="STUDY.yaml|RESULTS_DIR|study/NAME",
+                     help="a manifest (its results in .rung/<study>), a results folder, or study/NAME on the "
+                          "cluster (a path that exists here wins)")
+    rep.add_argument("--namespace", "-n", metavar="NS",
+                     help="with study/NAME: the Study's namespace (default: the kubeconfig context's, else default)")
+    rep.add_argument("--out", metavar="DIR",
+                     help="where the PNGs go (default: <results>/plots; ./<study>-plots for study/NAME)")
     rep.set_defaults(func=cmd_report)
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf) with the current kubeconfig")
@@ -193,11 +201,22 @@ def cmd_report(args) -> int:
     from rung.runtime.folder import FolderRecords
 
     target = Path(args.target)
-    results = target if target.is_dir() else default_results(load_study(target))
-    records = FolderRecords(results)
-    study = records.study()
-    summary = summarize(study, records.load(), records.load_status())
-    out = Path(args.out) if args.out else results / "plots"
+    if args.target.startswith("study/") and not target.exists():
+        from rung.kube.records import connect, current_namespace, read_study
+
+        name = args.target.removeprefix("study/")
+        if not name or "/" in name:
+            raise InputError(args.target, "is not a Study's name", "write study/NAME (kubectl get studies)")
+        study, trials, status = read_study(connect(), args.namespace or current_namespace(), name)
+        summary = summarize(study, trials, status)
+        out = Path(args.out) if args.out else Path.cwd() / f"{name}-plots"
+    else:
+        if args.namespace:
+            raise InputError("--namespace", "applies only to study/NAME", "leave it out for a local Study")
+        results = target if target.is_dir() else default_results(load_study(target))
+        records = FolderRecords(results)
+        summary = summarize(records.study(), records.load(), records.load_status())
+        out = Path(args.out) if args.out else results / "plots"
     print(format_table(summary))
     print()
     print(format_top(summary))

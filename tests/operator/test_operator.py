@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -194,3 +197,66 @@ def test_limits_can_be_edited_and_take_effect_while_the_rest_of_the_spec_cannot(
     assert s["status"]["phase"] == "Succeeded" and s["status"]["trials"]["completed"] == 9
     assert s["status"]["observedGeneration"] == s["metadata"]["generation"]
     assert most >= 2   # the new parallelism took effect
+
+
+# Trains 1..budget from its checkpoint, reporting the objective and two more metrics each step.
+# With QUIET set its log holds no `@rung` lines, as when a pod's log cannot be read (gone with
+# its node, or the API server cannot reach the kubelet): the result file must carry them.
+METRICS_TRIAL = """
+import os, sys
+from rung import trial
+if os.environ.get("QUIET"):
+    sys.stdout = open(os.devnull, "w")
+p = trial.params()
+state = trial.load_checkpoint()
+top = int(trial.budget())
+for step in range(int(state["step"]) + 1 if state else 1, top + 1):
+    loss = (p["lr"] - 0.05) ** 2 + 1.0 / step
+    trial.report(step, val_loss=loss, accuracy=1.0 - loss / 2, images=100 * step)
+trial.save_checkpoint({"step": top}, top)
+"""
+
+
+@pytest.mark.parametrize("quiet", ["", "1"], ids=["with-logs", "without-logs"])
+def test_every_segment_keeps_its_metrics_and_curve_and_rung_report_reads_the_cluster(kubectl, operator, namespace,
+                                                                                      tmp_path, quiet):
+    kubectl.apply(manifest(namespace, "metrics", limits__maxTrials=6, limits__parallelism=3,
+                           trial__command=["python", "-c", METRICS_TRIAL], trial__env={"QUIET": quiet}))
+    kubectl.wait_for(phase_is(kubectl, namespace, "metrics", "Succeeded", "Failed"), 600, "the Study to end")
+    status = study(kubectl, namespace, "metrics")["status"]
+    assert status["phase"] == "Succeeded", status
+    ts = trials(kubectl, namespace, "metrics")
+    assert len(ts) == 6 and any(len(t["status"]["segments"]) > 1 for t in ts)   # promoted trials resumed
+    if quiet:
+        assert not any("@rung" in kubectl("logs", p["metadata"]["name"], "-n", namespace).stdout
+                       for p in pods(kubectl, namespace, "metrics"))
+    for t in ts:
+        for seg in t["status"]["segments"]:
+            assert seg["status"] == "completed", (t["metadata"]["name"], seg)
+            top = int(seg["budget"])
+            # the final metrics of the segment, every one of them
+            assert seg["metrics"]["images"] == 100 * top, (t["metadata"]["name"], seg)
+            assert seg["metrics"]["val_loss"] == pytest.approx(seg["loss"])
+            assert seg["metrics"]["accuracy"] == pytest.approx(1.0 - seg["loss"] / 2)
+            # its learning curve: the steps it trained, in order, bounded
+            steps = [p[0] for p in seg["curve"]]
+            assert steps and steps[-1] == top and steps == sorted(set(steps)) and len(steps) <= 65, seg
+            assert steps[0] > (seg.get("resumeFrom") or 0)
+            assert seg["curve"][-1][1] == pytest.approx(seg["loss"])
+
+    env = {**os.environ, "KUBECONFIG": kubectl.kubeconfig}
+    done = subprocess.run([sys.executable, "-m", "rung.cli", "report", "study/metrics", "-n", namespace],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    best = status["best"]
+    assert done.stdout.startswith("Study metrics: succeeded\n")
+    assert f"  best val_loss       {best['value']:.6g}  (trial {best['trial']}, epochs {best['budget']:g})" \
+           in done.stdout
+    assert "  trials              6 of 6: 6 completed, 0 stopped, 0 failed, 0 running" in done.stdout
+    plots = sorted(p.name for p in (tmp_path / "metrics-plots").iterdir())
+    assert plots == ["best_vs_budget.png", "best_vs_time.png", "learning_curves.png"]
+    missing = subprocess.run([sys.executable, "-m", "rung.cli", "report", "study/nope", "-n", namespace],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2
+    assert missing.stderr == f"error: study/nope: no Study nope in namespace {namespace}; " \
+                             "check the name and --namespace (kubectl get studies -A)\n"

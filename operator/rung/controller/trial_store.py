@@ -13,18 +13,16 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import logging
-import math
-from dataclasses import asdict, fields
 from typing import Callable
 
 import kopf
-from pydantic.alias_generators import to_camel
 
 from rung.api import Study
 from rung.controller.events import post_event
 from rung.kube.api import GROUP, VERSION, Kube, path, status_of
 from rung.kube.informer import STUDY_LABEL, version
-from rung.records import RecordStore, SegmentRecord, SegmentStatus, TrialRecord
+from rung.kube.records import owned_by, segment_to_status, study_status, trial_from_object
+from rung.records import RecordStore, SegmentStatus, TrialRecord
 from rung.report import summarize, top_trials
 from rung.runtime.loop import HOLD_STORE, NO_RESULT, StudyState
 
@@ -34,10 +32,7 @@ TRIAL_PHASES = {SegmentStatus.RUNNING: "Running", SegmentStatus.COMPLETED: "Succ
                 SegmentStatus.FAILED: "Failed", SegmentStatus.STOPPED: "Stopped"}
 STUDY_PHASES = {StudyState.RUNNING: "Running", StudyState.INTERRUPTED: "Running",
                 StudyState.SUCCEEDED: "Succeeded", StudyState.FAILED: "Failed"}
-MAX_CURVE = 1000   # points kept per segment in a Trial's status (etcd objects stay small)
 TOP_K = 10
-
-_SEGMENT_KEYS = {f.name: to_camel(f.name) for f in fields(SegmentRecord)}
 
 
 class StaleRecords(Exception):
@@ -46,27 +41,6 @@ class StaleRecords(Exception):
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def segment_to_status(seg: SegmentRecord) -> dict:
-    doc = {_SEGMENT_KEYS[k]: v for k, v in asdict(seg).items() if v is not None}
-    doc["status"] = str(seg.status)
-    # JSON has no inf/nan (a diverged metric): the API server would refuse the whole status
-    doc["metrics"] = {k: v for k, v in seg.metrics.items() if not isinstance(v, float) or math.isfinite(v)}
-    if len(seg.curve) > MAX_CURVE:   # keep the start and the most recent points
-        doc["curve"] = seg.curve[: MAX_CURVE // 2] + seg.curve[-MAX_CURVE // 2:]
-    return doc
-
-
-def segment_from_status(doc: dict) -> SegmentRecord:
-    back = {v: k for k, v in _SEGMENT_KEYS.items()}
-    return SegmentRecord(**{back[k]: v for k, v in doc.items() if k in back})
-
-
-def trial_from_object(obj: dict) -> TrialRecord:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    return TrialRecord(int(spec["index"]), obj["metadata"]["name"], dict(spec.get("params") or {}),
-                       [segment_from_status(s) for s in status.get("segments") or []])
 
 
 class TrialStore(RecordStore):
@@ -87,10 +61,10 @@ class TrialStore(RecordStore):
     def load(self) -> list[TrialRecord]:
         self.outside.clear()   # before the LIST: a change after it is seen by changed()
         items, _ = self.kube.list_all(path("trials", self.namespace), {"labelSelector": f"{STUDY_LABEL}={self.name}"})
-        uid = self.study_object()["metadata"]["uid"]
+        study = self.study_object()
         self.trials, self.uids, self.versions, self._phase = {}, {}, {}, {}
         for obj in items:
-            if not any(o.get("uid") == uid for o in obj["metadata"].get("ownerReferences") or []):
+            if not owned_by(obj, study):
                 continue   # left by an earlier Study of the same name, on its way out
             trial = trial_from_object(obj)
             self.trials[trial.index] = trial
@@ -162,13 +136,7 @@ class TrialStore(RecordStore):
 
     # ---- the Study's status -----------------------------------------------------------
     def load_status(self) -> dict:
-        status = self.study_object().get("status") or {}
-        phase = status.get("phase")
-        state = {"Succeeded": StudyState.SUCCEEDED, "Failed": StudyState.FAILED}.get(phase, StudyState.RUNNING)
-        reason = next((c.get("message", "") for c in status.get("conditions") or []
-                       if c.get("type") == "Failed" and c.get("status") == "True"), "")
-        return {"state": state, "reason": reason, "elapsed": float(status.get("elapsed") or 0.0),
-                "next_index": int(status.get("nextIndex") or 0)}
+        return study_status(self.study_object())
 
     def save_status(self, status: dict) -> None:
         trials = sorted(self.trials.values(), key=lambda t: t.index)
