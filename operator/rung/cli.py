@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="trials at once (default: spec.limits.parallelism)")
     run.add_argument("--results", metavar="DIR", help="results folder (default: .rung/<study name>)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="run the failed trials of an earlier run again (e.g. after fixing the trial code); "
+                          "finished trials are kept")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a manifest and its algorithm settings")
@@ -115,28 +118,29 @@ def default_results(study: Study) -> Path:
 def cmd_run(args) -> int:
     from rung.progress import Progress, progress_line
     from rung.report import format_failed, format_table, summarize
-    from rung.runtime.local import LocalRuntime, check_command
+    from rung.runtime.local import LocalRuntime
     from rung.runtime.folder import FolderRecords, check_folder, locked
-    from rung.runtime.loop import StudyLoop, StudyState
-    from rung.schedulers import make_scheduler
-    from rung.storage import open_store
+    from rung.runtime.loop import HOLD_STORE, StudyLoop, StudyState, retry_failed
+    from rung.storage import StoreGate, open_store, study_prefix
 
     manifest = Path(args.study)
     study = load_study(manifest)
-    make_scheduler(study)   # refuses bad algorithm settings before anything is written
-    cwd = manifest.resolve().parent
-    check_command(study.spec.trial.command, cwd, study.spec.trial.env)
-    if study.spec.checkpoints.uri:
-        open_store(study.spec.checkpoints.uri)   # refuses schemes this build cannot write
+    cwd = check_study(study, manifest)
     results = (Path(args.results) if args.results else default_results(study)).resolve()
     check_folder(results, study)
 
     with locked(results):
         check_folder(results, study)   # again, now that no other `rung run` can write it
         records = FolderRecords.create(results, study)
+        if args.retry_failed:
+            print(f"retrying {retry_failed(records)} failed trials", file=sys.stderr)
+        root = study.spec.checkpoints.uri or (results / "checkpoints").as_uri()
+        # The gate probes the store (write, read back, delete) before the first trial starts and
+        # again after a store fault: a broken store stops the run with one line (below).
+        gate = StoreGate(lambda: open_store(root), study_prefix(study.metadata.namespace, study.name, records.run_id))
         runtime = LocalRuntime(results, cwd)
         loop = StudyLoop(study, runtime, records, parallelism=args.parallel, run_id=records.run_id,
-                         checkpoint_root=study.spec.checkpoints.uri or (results / "checkpoints").as_uri())
+                         checkpoint_root=root, gate=gate)
         progress = Progress(quiet=args.quiet)
         stop = threading.Event()
 
@@ -144,8 +148,9 @@ def cmd_run(args) -> int:
             progress.update(progress_line(summarize(study, list(lp.trials.values()), _status(lp))))
 
         with _stop_on_signals(stop):
-            try:
-                state = loop.run(on_step=None if args.quiet else show, should_stop=stop.is_set, sleep=stop.wait)
+            try:   # a store fault mid-run stops the Study cleanly, resumable once the store is fixed
+                state = loop.run(on_step=None if args.quiet else show, sleep=stop.wait,
+                                 should_stop=lambda: stop.is_set() or HOLD_STORE in loop.holds)
             except KeyboardInterrupt:   # a second Ctrl-C: records stay as they are, resumable
                 state = StudyState.INTERRUPTED
             finally:
@@ -155,11 +160,37 @@ def cmd_run(args) -> int:
     print(format_table(summary))
     if failed := format_failed(summary):
         print(failed)
+    if held := loop.holds.get(HOLD_STORE):
+        print(f"stopped: {held['message']}; then run the same command again to resume ({results})",
+              file=sys.stderr)
+        return EXIT_FAILED
     if state == StudyState.INTERRUPTED:
         print(f"interrupted: run the same command again to resume ({results})", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"results: {results}  (plots: rung report {results})")
-    return EXIT_OK if state == StudyState.SUCCEEDED else EXIT_FAILED
+    if state == StudyState.FAILED:   # the same command would only replay this: say how to go on
+        print("failed; to run the failed trials again and keep the finished ones: "
+              f"rung run {args.study} --retry-failed" + (f" --results {args.results}" if args.results else ""),
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def check_study(study: Study, manifest: Path) -> Path:
+    """What `rung validate` and `rung run` both check beyond the manifest itself, before
+    anything is written: the algorithm settings, that the trial command can start here,
+    and that this build can write the checkpoint store. Returns the trials' working folder
+    (the manifest's)."""
+    from rung.runtime.local import check_command
+    from rung.schedulers import make_scheduler
+    from rung.storage import open_store
+
+    make_scheduler(study)
+    cwd = manifest.resolve().parent
+    check_command(study.spec.trial.command, cwd, study.spec.trial.env)
+    if study.spec.checkpoints.uri:
+        open_store(study.spec.checkpoints.uri)
+    return cwd
 
 
 def _status(loop) -> dict:
@@ -186,10 +217,8 @@ def _stop_on_signals(stop: threading.Event):
 # ---- validate, report --------------------------------------------------------------------
 
 def cmd_validate(args) -> int:
-    from rung.schedulers import make_scheduler
-
     study = load_study(args.file)
-    make_scheduler(study)
+    check_study(study, Path(args.file))
     spec = study.spec
     print(f"ok: {args.file}: Study {study.name}, algorithm {spec.algorithm.name}, "
           f"{len(spec.search_space)} parameters, up to {spec.limits.max_trials} trials")

@@ -148,7 +148,7 @@ def format_failed(s: Summary, k: int = 10) -> str:
     lines = [f"failed or diverged trials ({len(failed)}):"]
     lines += [f"  {t.name:<{width}}  {t.current.reason or 'no reason recorded'}" for t in failed[:k]]
     if len(failed) > k:
-        lines.append(f"  ... and {len(failed) - k} more (trials/*.json)")
+        lines.append(f"  ... and {len(failed) - k} more")
     return "\n".join(lines)
 
 

@@ -175,7 +175,7 @@ def test_a_study_where_no_trial_produces_the_objective_fails_with_the_reason(kub
     kubectl.wait_for(phase_is(kubectl, namespace, "noresult", "Failed", "Succeeded"), 300, "the Study to end")
     cond = condition(study(kubectl, namespace, "noresult"), "Failed")
     assert cond["status"] == "True" and cond["reason"] == "NoResult"
-    assert cond["message"].startswith("no trial produced a finite val_loss (3 of 3 failed; ")
+    assert cond["message"].startswith("no trial produced a finite val_loss (3 of 3 failed or diverged; ")
 
 
 def test_limits_can_be_edited_and_take_effect_while_the_rest_of_the_spec_cannot(kubectl, operator, namespace):

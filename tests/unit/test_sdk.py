@@ -55,6 +55,20 @@ def test_bad_inputs_name_the_variable(env, name, value):
         trial.params() if name == "params" else trial.budget()
 
 
+def test_a_skipped_checkpoint_is_logged_with_its_path_and_another_configurations_is_refused(env, tmp_path, capsys):
+    root = tmp_path / "ns/st/st-0"
+    env(checkpoint_uri=root.as_uri(), params='{"lr": 0.1}', budget=9)
+    trial.save_checkpoint({"step": 3}, 3)
+    trial.save_checkpoint({"step": 5}, 5)
+    (root / "5" / trial.sdk.STATE_FILE).write_bytes(b"rotten")
+    assert trial.load_checkpoint() == {"step": 3}
+    assert capsys.readouterr().err == (f"rung: warning: skipped checkpoint {root / '5'}: "
+                                       f"{trial.sdk.STATE_FILE} is missing or fails its checksum\n")
+    env(params='{"lr": 0.2}')   # another trial's configuration, at the same path
+    assert trial.load_checkpoint() is None and trial.checkpoint_step() == 0
+    assert "written by another configuration" in capsys.readouterr().err
+
+
 def test_checkpoint_round_trip_respects_budget(env, tmp_path):
     import numpy as np
 
@@ -238,7 +252,7 @@ def test_count_steps_resume_trains_only_missing_steps(tmp_path):
 def test_count_steps_failure_keeps_periodic_checkpoints(tmp_path):
     log = tmp_path / "steps.log"
     extra = {"COUNT_STEPS_LOG": str(log), C.ENV_CHECKPOINT_EVERY_STEPS: "2"}
-    rc, reports, final, err = run(tmp_path, "count_steps", {"x": 0.1, "fail_at": 6}, 9, extra=extra)
+    rc, reports, final, err = run(tmp_path, "count_steps", {"x": 0.1}, 9, extra={**extra, "COUNT_STEPS_FAIL_AT": "6"})
     assert rc == 1 and "failing before step 6" in err
     # The error reaches the result file (a pod's termination message) beside the last report.
     assert final["error"] == "RuntimeError: count_steps: failing before step 6 as asked"

@@ -51,7 +51,21 @@ def test_corrupt_file_falls_back_to_previous_sealed(store, damage):
         f.write_bytes(b"thr")
     else:
         f.unlink()
-    assert store.load_latest(P) == (1, {"s": b"one"})
+    skipped = []
+    assert store.load_latest(P, skipped=lambda where, why: skipped.append((where, why))) == (1, {"s": b"one"})
+    assert skipped == [(str(step_dir(store, 3)), "s is missing or fails its checksum")]   # said, with its path
+
+
+def test_a_checkpoint_loads_only_for_the_configuration_that_wrote_it(store):
+    from rung.storage.base import owner_of
+    mine, other = owner_of({"lr": 0.0114}), owner_of({"lr": 0.00188})
+    assert owner_of({"a": 1, "b": 2}) == owner_of({"b": 2, "a": 1}) and mine != other
+    store.save(P, 1, {"s": b"mine"}, owner=mine)
+    store.save(P, 3, {"s": b"theirs"}, owner=other)
+    skipped = []
+    assert store.load_latest(P, owner=mine, skipped=lambda where, why: skipped.append(why)) == (1, {"s": b"mine"})
+    assert skipped == ["written by another configuration (or run) than this trial's"]
+    assert store.load_latest(P, owner=owner_of({"lr": 0.5})) is None
 
 
 def test_unsealed_and_unmanifested_dirs_are_ignored(store):

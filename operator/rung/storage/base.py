@@ -24,6 +24,7 @@ import math
 import time
 import uuid
 from abc import ABC, abstractmethod
+from typing import Callable
 
 from rung.errors import InputError
 
@@ -81,7 +82,8 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def build_manifest(step: float, files: dict[str, bytes], metrics: dict | None = None) -> bytes:
+def build_manifest(step: float, files: dict[str, bytes], metrics: dict | None = None,
+                   owner: str | None = None) -> bytes:
     body = {
         "format": FORMAT,
         "step": float(step),
@@ -91,7 +93,14 @@ def build_manifest(step: float, files: dict[str, bytes], metrics: dict | None = 
     }
     if metrics:  # inf/nan would make the file invalid JSON, and rank nowhere anyway
         body["metrics"] = {k: v for k, v in metrics.items() if _finite(v)}
+    if owner is not None:
+        body["owner"] = owner
     return json.dumps(body, indent=1).encode()
+
+
+def owner_of(params: dict) -> str:
+    """What binds a checkpoint to the configuration that wrote it: a digest of its params."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def parse_manifest(raw: bytes | None, step: float) -> dict | None:
@@ -182,9 +191,10 @@ class CheckpointStore(ABC):
             self._remove(key)
 
     def save(self, key_prefix: str, step: float, files: dict[str, bytes],
-             metrics: dict[str, float] | None = None) -> None:
+             metrics: dict[str, float] | None = None, owner: str | None = None) -> None:
         """Write `files` as the checkpoint at `step`, then seal it; the manifest records
-        `metrics` (what the trial reported at that step) so retention can rank it."""
+        `metrics` (what the trial reported at that step) so retention can rank it, and
+        `owner` (owner_of the trial's params) so no other configuration loads it."""
         base = f"{check_prefix(key_prefix)}/{format_step(step)}"
         for name in files:
             check_file_name(name)
@@ -193,7 +203,7 @@ class CheckpointStore(ABC):
         self._remove(f"{base}/{MANIFEST}")
         for name, data in files.items():
             self._put(f"{base}/{name}", bytes(data))
-        self._put(f"{base}/{MANIFEST}", build_manifest(step, files, metrics))
+        self._put(f"{base}/{MANIFEST}", build_manifest(step, files, metrics, owner))
 
     def list_steps(self, key_prefix: str) -> list[float]:
         """Steps that have a manifest, ascending (contents are checked only on load)."""
@@ -201,18 +211,23 @@ class CheckpointStore(ABC):
         steps = [s for s in map(parse_step, self._children(prefix)) if s is not None]
         return sorted(s for s in steps if self._get(f"{prefix}/{format_step(s)}/{MANIFEST}") is not None)
 
-    def load_latest(self, key_prefix: str, max_step: float | None = None
+    def load_latest(self, key_prefix: str, max_step: float | None = None, owner: str | None = None,
+                    skipped: Callable[[str, str], None] = lambda where, why: None
                     ) -> tuple[float, dict[str, bytes]] | None:
-        """The highest-step checkpoint (<= max_step) that is sealed and intact, or None."""
+        """The highest-step checkpoint (<= max_step) that is sealed, intact and, when `owner`
+        is given, written by that owner; or None. Each one passed over on the way is
+        reported as skipped(location, why)."""
         prefix = check_prefix(key_prefix)
         steps = sorted((s for s in map(parse_step, self._children(prefix)) if s is not None),
                        reverse=True)
         for step in steps:
             if max_step is not None and step > max_step:
                 continue
-            loaded = self._load(f"{prefix}/{format_step(step)}", step)
-            if loaded is not None:
+            base = f"{prefix}/{format_step(step)}"
+            loaded = self._load(base, step, owner)
+            if isinstance(loaded, dict):
                 return step, loaded
+            skipped(self.location(base), loaded)
         return None
 
     def abort_incomplete(self, key_prefix: str) -> int:
@@ -280,14 +295,17 @@ class CheckpointStore(ABC):
             self._remove_tree(f"{prefix}/{format_step(step)}")
         return removed
 
-    def _load(self, base: str, step: float) -> dict[str, bytes] | None:
+    def _load(self, base: str, step: float, owner: str | None) -> dict[str, bytes] | str:
+        """The checkpoint's files, or why it cannot be loaded."""
         body = parse_manifest(self._get(f"{base}/{MANIFEST}"), step)
         if body is None:
-            return None
+            return f"no readable {MANIFEST} (cut off before it was sealed, or damaged)"
+        if owner is not None and body.get("owner") != owner:
+            return "written by another configuration (or run) than this trial's"
         files = {}
         for name, entry in body["files"].items():
             data = self._get(f"{base}/{name}")
             if not isinstance(entry, dict) or not intact(entry, data):
-                return None
+                return f"{name} is missing or fails its checksum"
             files[name] = data
         return files

@@ -100,13 +100,24 @@ def load_checkpoint() -> Any:
     if where is None:
         return None
     store, prefix = where
-    found = store.load_latest(prefix, max_step=budget())
+    found = store.load_latest(prefix, max_step=budget(), owner=_owner(), skipped=_warn_skipped)
     if found is None or STATE_FILE not in found[1]:
         return None
     step, files = found
     state = pickle.loads(files[STATE_FILE])
     _loaded_step = _last_saved_step = step
     return state
+
+
+def _owner() -> str | None:
+    """Binds checkpoints to this trial's configuration (none when run by hand)."""
+    from rung.storage.base import owner_of
+    return owner_of(params()) if _env(C.ENV_PARAMS) is not None else None
+
+
+def _warn_skipped(where: str, why: str) -> None:
+    sys.stderr.write(f"rung: warning: skipped checkpoint {where}: {why}\n")
+    sys.stderr.flush()
 
 
 def checkpoint_step() -> float:
@@ -127,7 +138,7 @@ def save_checkpoint(state: Any, step: float) -> None:
         _swept.add(uri)
         _housekeeping("aborting cut-off uploads", lambda: store.abort_incomplete(prefix))
     reported = _last_report.get("metrics") if _last_report.get("step") == _number(step) else None
-    store.save(prefix, step, {STATE_FILE: pickle.dumps(state, protocol=5)}, metrics=reported)
+    store.save(prefix, step, {STATE_FILE: pickle.dumps(state, protocol=5)}, metrics=reported, owner=_owner())
     _last_saved_step, _last_saved_time = float(step), time.monotonic()
     _housekeeping("checkpoint retention", lambda: _prune(store, prefix))
 
