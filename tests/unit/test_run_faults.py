@@ -249,7 +249,9 @@ def test_a_results_disk_that_fills_mid_run_is_one_line_and_resumes(tmp_path, cap
     rc, out, err = rung(capsys, "run", study, "--results", disk / "res")
     assert rc == 0, out + err
     final = records(disk / "res")
-    assert len(final) == 40 and all(t["state"] == "completed" for t in final.values())
+    assert len(final) == 40
+    assert all(t["state"] == "completed" for t in final.values()), [
+        t["segments"][-1]["reason"] for t in final.values() if t["state"] != "completed"]
     assert all(final[name] == t for name, t in before.items())
 
 

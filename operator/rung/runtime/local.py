@@ -12,6 +12,7 @@ children started that outlived them.
 from __future__ import annotations
 
 import ctypes
+import errno
 import importlib.util
 import json
 import os
@@ -33,6 +34,7 @@ from rung.runtime.folder import unwritable
 
 _PYTHONS = ("python", "python3")
 _PR_SET_PDEATHSIG = 1
+_MIN_FREE = 1 << 20   # bytes: a results disk with less free is full for our purposes
 
 
 def _die_with_us():
@@ -252,10 +254,15 @@ class LocalRuntime(Runtime):
         return Ended(spec.trial, spec.segment, Outcome.FAILED, rc, result, reason, spec.attempt)
 
     def _check_writable(self) -> None:
+        """Raise when the results folder is read-only or (nearly) full: a failure then
+        is likely the disk's (the trial could not write its result or log)."""
         probe = self.dir / ".probe"
         try:
             probe.write_bytes(b"\0" * 4096)
             probe.unlink()
+            fs = os.statvfs(self.dir)
+            if fs.f_bavail * fs.f_frsize < _MIN_FREE:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError as e:
             probe.unlink(missing_ok=True)
             raise unwritable(self.dir, e) from None
