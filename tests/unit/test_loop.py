@@ -437,3 +437,37 @@ def test_retry_failed_runs_the_failed_trials_again_and_keeps_the_others():
     assert sorted(s.trial for s in retried) == sorted(again) and all(s.attempt == 1 for s in retried)
     assert all(t.state == "completed" for t in after.values()) and sorted(after) == list(range(5))
     assert all(after[i] == t for i, t in before.items() if t.state == "completed")   # kept as they were
+
+
+def test_a_store_fault_is_not_the_trials_failure_and_holds_new_work_until_the_store_answers():
+    st = study(max_trials=3, parallelism=1, max_failed=0)
+    faults = {"s-0-s0"}   # the first attempt meets the store's fault; then the store is fixed
+    full = "spec.checkpoints.uri: cannot write /ckpt/x: No space left on device; free some space"
+    store, asked = [""], []   # open while the first trial starts
+
+    class StoreFaultRuntime(FakeRuntime):
+        def poll(self, replay=False):
+            for name in [n for n in self.live if n in faults]:
+                faults.discard(name)
+                self._end(self.live[name], Outcome.FAILED, 1, {"error": f"StoreUnavailable: {full}"},
+                          reason="exited with code 1")
+            return super().poll()
+
+    def gate(fresh=False):
+        asked.append(fresh)
+        return store[0]
+
+    runtime, records = StoreFaultRuntime(), MemoryRecords()
+    loop = make_loop(st, runtime, records, gate=gate)
+    loop.step()
+    store[0] = full
+    loop.step()        # its segment meets the fault: held, and the gate is asked afresh
+    assert loop.holds["CheckpointStore"]["message"].startswith("spec.checkpoints.uri: cannot write")
+    assert True in asked and runtime.live == {} and loop.failed_trials() == 0
+    for _ in range(5):
+        loop.step()
+    assert runtime.live == {}   # nothing starts, not even the segment's next attempt, while held
+    store[0] = ""
+    assert drive(loop) == SUCCEEDED
+    first = trials_of(records)[0]
+    assert first.state == "completed" and first.segments[-1].restarts == 1 and first.segments[-1].losses == 1
