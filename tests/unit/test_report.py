@@ -126,7 +126,8 @@ def test_report_of_a_study_without_results_lists_the_failures_instead_of_plots(t
                          "last: t-11: exited with code 1: bad lr 11)", "elapsed": 5.0})
     assert main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "failed or diverged trials (12):\n  t-11  exited with code 1: bad lr 11\n  t-10  exited with code 1: bad lr 10\n" in out
+    assert ("failed or diverged trials (12):\n  t-11  exited with code 1: bad lr 11\n"
+            "  t-10  exited with code 1: bad lr 10\n") in out
     assert "  ... and 2 more\n" in out
     assert "no plots: no trial produced a finite val_loss" in out
     assert not (tmp_path / "plots").exists()

@@ -109,8 +109,8 @@ class TrialStore(RecordStore):
                 raise
             # It exists: ours if an answer was lost, else another writer's (never overwritten).
             created = self.kube.request("GET", path("trials", self.namespace, trial.name))
-            mine = any(o.get("uid") == study["metadata"]["uid"] for o in created["metadata"].get("ownerReferences") or [])
-            if not mine or created["spec"].get("index") != trial.index or created["spec"].get("params") != trial.config:
+            spec = created["spec"]
+            if not owned_by(created, study) or spec.get("index") != trial.index or spec.get("params") != trial.config:
                 raise StaleRecords(f"trial {trial.name} exists with other parameters") from e
         self.uids[trial.name], self.versions[trial.name] = created["metadata"]["uid"], version(created)
 

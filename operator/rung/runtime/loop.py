@@ -44,7 +44,7 @@ HOLD_STORE, HOLD_RUNTIME, HOLD_API = "CheckpointStore", "Runtime", "Api"
 class StudyLoop:
     def __init__(self, study: Study, runtime: Runtime, records: RecordStore, *,
                  checkpoint_root: str | None = None, run_id: str | None = None, parallelism: int | None = None,
-                 gate: Callable[[], str] | None = None,
+                 gate: Callable[[bool], str] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         """`gate(fresh)`, asked before new segments start, returns "" when they may, else why
         not (e.g. the checkpoint store is unreachable): nothing starts, and the Study waits.
@@ -246,7 +246,7 @@ class StudyLoop:
                 self._close(trial)
                 self._save(trial)
                 self.scheduler.tell(trial.index, seg.budget, FAILED_LOSS)
-            elif (short := _short_of(seg, event.result)) is not None:   # credited with what it trained, not its budget
+            elif (short := _short_of(seg, event.result)) is not None:   # credited with the step it reached
                 self._finish_stopped(trial, f"ended at step {short:g}, short of its budget {seg.budget:g}")
             else:
                 seg.status, seg.reached, seg.loss, seg.reason = SegmentStatus.COMPLETED, seg.budget, self.sign * value, ""
