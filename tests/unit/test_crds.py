@@ -396,8 +396,8 @@ def test_trial_and_archsearch_specs():
 def test_names_printer_columns_and_status_subresource():
     by_kind = _by_kind()
     expected = {
-        "Study": ("studies", "study", ["Phase", "Best", "Completed", "Running", "Age"]),
-        "Trial": ("trials", "trial", ["Study", "Phase", "Budget", "Value", "Age"]),
+        "Study": ("studies", "study", ["Phase", "Best", "Completed", "Running", "Age", "Failed", "Best-Trial"]),
+        "Trial": ("trials", "trial", ["Study", "Phase", "Budget", "Reached", "Value", "Age"]),
         "ArchitectureSearch": ("architecturesearches", "archsearch", ["Method", "Phase", "Age"]),
     }
     assert list(by_kind) == list(expected)
@@ -437,7 +437,10 @@ def test_study_columns_are_the_agreed_ones():
         ("Completed", "integer", ".status.trials.completed"),
         ("Running", "integer", ".status.trials.running"),
         ("Age", "date", ".metadata.creationTimestamp"),
+        ("Failed", "integer", ".status.trials.failed"),        # -o wide
+        ("Best-Trial", "string", ".status.best.trial"),        # -o wide
     ]
+    assert [c.get("priority", 0) for c in columns] == [0, 0, 0, 0, 0, 1, 1]
 
 
 def test_the_generator_refuses_what_it_cannot_express():

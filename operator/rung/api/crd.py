@@ -34,17 +34,21 @@ _PHASE = {"name": "Phase", "type": "string", "jsonPath": ".status.phase"}
 
 # kind, plural, short name, spec model, status model, printer columns
 KINDS: list[tuple[str, str, str, type[BaseModel], type[BaseModel], list[dict]]] = [
+    # priority 1: shown by `kubectl get -o wide` only
     ("Study", "studies", "study", StudySpec, StudyStatus, [
         _PHASE,
         {"name": "Best", "type": "number", "jsonPath": ".status.best.value"},
         {"name": "Completed", "type": "integer", "jsonPath": ".status.trials.completed"},
         {"name": "Running", "type": "integer", "jsonPath": ".status.trials.running"},
         _AGE,
+        {"name": "Failed", "type": "integer", "jsonPath": ".status.trials.failed", "priority": 1},
+        {"name": "Best-Trial", "type": "string", "jsonPath": ".status.best.trial", "priority": 1},
     ]),
     ("Trial", "trials", "trial", TrialSpec, TrialStatus, [
         {"name": "Study", "type": "string", "jsonPath": ".spec.study"},
         _PHASE,
         {"name": "Budget", "type": "number", "jsonPath": ".status.budget"},
+        {"name": "Reached", "type": "number", "jsonPath": ".status.reached"},
         {"name": "Value", "type": "number", "jsonPath": ".status.value"},
         _AGE,
     ]),
