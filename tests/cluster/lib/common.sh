@@ -10,6 +10,7 @@ RUNG_K8S_VERSION="${RUNG_K8S_VERSION:-v1.34.4}"
 RUNG_ETCD_VERSION="${RUNG_ETCD_VERSION:-v3.6.16}"
 RUNG_PAUSE_TAG="${RUNG_PAUSE_TAG:-3.10-rung}"
 RUNG_TOXIPROXY_VERSION="${RUNG_TOXIPROXY_VERSION:-v2.12.0}"   # newest v2 the Go proxy served
+RUNG_HELM_VERSION="${RUNG_HELM_VERSION:-v3.22.0}"             # newest v3 the Go proxy served
 
 K8S_DIR="$RUNG_CACHE/k8s/$RUNG_K8S_VERSION"
 K8S_BIN="$K8S_DIR/bin"
@@ -19,6 +20,10 @@ PAUSE_DIR="$RUNG_CACHE/pause/$RUNG_K8S_VERSION"
 PAUSE_IMAGE="registry.k8s.io/pause:$RUNG_PAUSE_TAG"
 TOXIPROXY_DIR="$RUNG_CACHE/toxiproxy/$RUNG_TOXIPROXY_VERSION"
 TOXIPROXY_BIN="$TOXIPROXY_DIR/bin"
+HELM_DIR="$RUNG_CACHE/helm/$RUNG_HELM_VERSION"
+HELM_BIN="$HELM_DIR/bin"
+# `up` links kubectl and helm here, so tests and people find them at one documented path.
+RUNG_BIN="$RUNG_CACHE/bin"
 
 # Loopback ports (all bound to 127.0.0.1).
 RUNG_ETCD_PORT="${RUNG_ETCD_PORT:-23790}"
@@ -57,6 +62,7 @@ have_go_env() {
 # is rung-trial:<version>, so Studies that leave spec.trial.image out run on this build.
 RUNG_VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../../../operator/rung/__init__.py")
 TRIAL_IMAGE="${RUNG_TRIAL_IMAGE:-docker.io/library/rung-trial:$RUNG_VERSION}"
+OPERATOR_IMAGE="${RUNG_OPERATOR_IMAGE:-docker.io/library/rung-operator:$RUNG_VERSION}"
 
 # ---- processes the harness starts (up, restart-apiserver): pid files and logs in the state dir
 pid_alive() { # pid_alive NAME: the process from pids/NAME.pid is running and is ours

@@ -56,6 +56,76 @@ def tar_dir(src: str, dest: str) -> None:
                 tf.add(p, arcname=os.path.normpath(os.path.join(rel, name)), recursive=False, filter=reset)
 
 
+def write_archive(out: str, name: str, layer_files: list[str], cfg: dict,
+                  history: list[str] | None = None) -> dict:
+    """Write the OCI layout archive `out` for the image `name`: the layer tars in order
+    (bottom first) and the image config `cfg` (Env, Cmd, ...). Returns what main prints."""
+    layers = [(p, *sha256_file(p)) for p in layer_files]
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    history = history or ["rung tests/cluster/lib/oci.py"] * len(layers)
+    config = {
+        "created": created,
+        "architecture": "amd64",
+        "os": "linux",
+        "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": [d for _, d, _ in layers]},
+        "history": [{"created": created, "created_by": h} for h in history],
+    }
+    config_b = json.dumps(config, sort_keys=True).encode()
+    config_d = "sha256:" + hashlib.sha256(config_b).hexdigest()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MT,
+        "config": {"mediaType": CONFIG_MT, "digest": config_d, "size": len(config_b)},
+        "layers": [{"mediaType": LAYER_MT, "digest": d, "size": s} for _, d, s in layers],
+    }
+    manifest_b = json.dumps(manifest, sort_keys=True).encode()
+    manifest_d = "sha256:" + hashlib.sha256(manifest_b).hexdigest()
+    tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
+    index = {
+        "schemaVersion": 2,
+        "mediaType": INDEX_MT,
+        "manifests": [
+            {
+                "mediaType": MANIFEST_MT,
+                "digest": manifest_d,
+                "size": len(manifest_b),
+                "platform": {"architecture": "amd64", "os": "linux"},
+                "annotations": {
+                    "io.containerd.image.name": name,
+                    "org.opencontainers.image.ref.name": tag,
+                },
+            }
+        ],
+    }
+
+    def add_bytes(tf: tarfile.TarFile, arcname: str, data: bytes) -> None:
+        ti = tarfile.TarInfo(arcname)
+        ti.size = len(data)
+        ti.mtime = int(time.time())
+        ti.mode = 0o644
+        tf.addfile(ti, io.BytesIO(data))
+
+    tmp_out = out + ".tmp"
+    with tarfile.open(tmp_out, "w", format=tarfile.PAX_FORMAT) as tf:
+        add_bytes(tf, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        add_bytes(tf, "index.json", json.dumps(index, sort_keys=True).encode())
+        add_bytes(tf, "blobs/sha256/" + config_d.split(":")[1], config_b)
+        add_bytes(tf, "blobs/sha256/" + manifest_d.split(":")[1], manifest_b)
+        seen = set()
+        for p, d, _ in layers:
+            if d in seen:
+                continue
+            seen.add(d)
+            ti = tf.gettarinfo(p, arcname="blobs/sha256/" + d.split(":")[1])
+            ti.uid = ti.gid = 0
+            ti.uname = ti.gname = "root"
+            with open(p, "rb") as f:
+                tf.addfile(ti, f)
+    os.replace(tmp_out, out)
+    return {"image": name, "manifest": manifest_d, "layers": [d for _, d, _ in layers]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output tar (OCI layout archive)")
@@ -79,15 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             p = os.path.join(tmpdir, f"dirlayer{i}.tar")
             tar_dir(d, p)
             layer_files.append(p)
-        layers = []
-        for p in layer_files:
-            digest, size = sha256_file(p)
-            layers.append((p, digest, size))
-
-        env = list(args.env) or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-        cfg = {
-            "Env": env,
-        }
+        cfg: dict = {"Env": list(args.env) or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
         if args.entrypoint:
             cfg["Entrypoint"] = args.entrypoint
         if args.cmd:
@@ -98,68 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg["WorkingDir"] = args.workdir
         if args.label:
             cfg["Labels"] = dict(kv.split("=", 1) for kv in args.label)
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        config = {
-            "created": created,
-            "architecture": "amd64",
-            "os": "linux",
-            "config": cfg,
-            "rootfs": {"type": "layers", "diff_ids": [d for _, d, _ in layers]},
-            "history": [{"created": created, "created_by": "rung tests/cluster/lib/oci.py"} for _ in layers],
-        }
-        config_b = json.dumps(config, sort_keys=True).encode()
-        config_d = "sha256:" + hashlib.sha256(config_b).hexdigest()
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_MT,
-            "config": {"mediaType": CONFIG_MT, "digest": config_d, "size": len(config_b)},
-            "layers": [{"mediaType": LAYER_MT, "digest": d, "size": s} for _, d, s in layers],
-        }
-        manifest_b = json.dumps(manifest, sort_keys=True).encode()
-        manifest_d = "sha256:" + hashlib.sha256(manifest_b).hexdigest()
-        tag = args.name.rsplit(":", 1)[1] if ":" in args.name.rsplit("/", 1)[-1] else "latest"
-        index = {
-            "schemaVersion": 2,
-            "mediaType": INDEX_MT,
-            "manifests": [
-                {
-                    "mediaType": MANIFEST_MT,
-                    "digest": manifest_d,
-                    "size": len(manifest_b),
-                    "platform": {"architecture": "amd64", "os": "linux"},
-                    "annotations": {
-                        "io.containerd.image.name": args.name,
-                        "org.opencontainers.image.ref.name": tag,
-                    },
-                }
-            ],
-        }
-
-        def add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            ti.mtime = int(time.time())
-            ti.mode = 0o644
-            tf.addfile(ti, io.BytesIO(data))
-
-        tmp_out = args.out + ".tmp"
-        with tarfile.open(tmp_out, "w", format=tarfile.PAX_FORMAT) as tf:
-            add_bytes(tf, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-            add_bytes(tf, "index.json", json.dumps(index, sort_keys=True).encode())
-            add_bytes(tf, "blobs/sha256/" + config_d.split(":")[1], config_b)
-            add_bytes(tf, "blobs/sha256/" + manifest_d.split(":")[1], manifest_b)
-            seen = set()
-            for p, d, _ in layers:
-                if d in seen:
-                    continue
-                seen.add(d)
-                ti = tf.gettarinfo(p, arcname="blobs/sha256/" + d.split(":")[1])
-                ti.uid = ti.gid = 0
-                ti.uname = ti.gname = "root"
-                with open(p, "rb") as f:
-                    tf.addfile(ti, f)
-        os.replace(tmp_out, args.out)
-        print(json.dumps({"image": args.name, "manifest": manifest_d, "layers": [d for _, d, _ in layers]}))
+        print(json.dumps(write_archive(args.out, args.name, layer_files, cfg)))
     finally:
         for f in os.listdir(tmpdir):
             os.unlink(os.path.join(tmpdir, f))
