@@ -70,6 +70,18 @@ def _parser() -> argparse.ArgumentParser:
     op.add_argument("--checkpoint-root", default=os.environ.get("RUNG_CHECKPOINT_ROOT", DEFAULT_CLUSTER_CHECKPOINTS),
                     help="checkpoints for Studies that leave spec.checkpoints.uri out (default: %(default)s, "
                          "a hostPath: one-node clusters only)")
+    op.add_argument("--checkpoint-secret", metavar="NAME",
+                    help="Secret (in each Study's namespace) with the credentials of --checkpoint-root, for "
+                         "Studies that use it")
+    op.add_argument("--gpu-resource", default="nvidia.com/gpu",
+                    help="extended resource trial pods request for spec.trial.gpus (default: %(default)s)")
+    op.add_argument("--allow-privileged", action="store_true", help="let Studies run privileged trial containers")
+    op.add_argument("--allow-host-network", action="store_true", help="let Studies put trial pods on the node's network")
+    op.add_argument("--allow-host-path", action="store_true",
+                    help="let Studies put file:// checkpoints outside --checkpoint-root (a node path they choose)")
+    op.add_argument("--secret-label", default="rung.dev/credentials=true", metavar="KEY=VALUE",
+                    help="label a Secret needs before a Study may use it as spec.checkpoints.secretRef "
+                         "('-': any Secret of the Study's namespace; default: %(default)s)")
     op.add_argument("--interval", type=float, default=1.0,
                     help="seconds between steps of a Study that waits on something (a hold, live reports)")
     op.add_argument("--workers", type=_positive, default=4, help="Studies stepped at once (default: %(default)s)")
@@ -283,6 +295,17 @@ def cmd_crds(args) -> int:
 DEFAULT_CLUSTER_CHECKPOINTS = "file:///var/lib/rung/checkpoints"
 
 
+def share_checkpoint_root(root: str) -> None:
+    """A file:// root that this process can see (an operator on the node itself) is made
+    writable by the non-root trial pods that mount it; elsewhere the node's admin does it."""
+    if not root.startswith("file://"):
+        return
+    local = Path(root[len("file://"):])
+    with contextlib.suppress(OSError):
+        local.mkdir(parents=True, exist_ok=True)
+        local.chmod(0o1777)   # sticky, like /tmp: trials of all Studies share it, none removes another's
+
+
 def cmd_operator(args) -> int:
     import logging
 
@@ -290,13 +313,18 @@ def cmd_operator(args) -> int:
 
     from rung.controller import handlers  # noqa: F401 (registers the handlers with kopf)
     from rung.controller.leader import LeaderElection
+    from rung.controller.policy import StudyPolicy, parse_label
     from rung.controller.study import OperatorConfig
     from rung.kube.api import Kube, api_client
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     namespaces = tuple(args.namespace or ())
-    config = OperatorConfig(args.trial_image, args.checkpoint_root, namespaces, args.interval, workers=args.workers)
+    policy = StudyPolicy(args.allow_privileged, args.allow_host_network, args.allow_host_path,
+                         parse_label(args.secret_label))
+    config = OperatorConfig(args.trial_image, args.checkpoint_root, namespaces, args.interval, workers=args.workers,
+                            checkpoint_secret=args.checkpoint_secret, gpu_resource=args.gpu_resource, policy=policy)
+    share_checkpoint_root(args.checkpoint_root)
     lease_namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE") or (namespaces or ("default",))[0]
     election = LeaderElection(Kube(api_client()), lease_namespace, args.lease_name,
                               identity=args.identity or os.environ.get("POD_NAME"))

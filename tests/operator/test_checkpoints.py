@@ -31,9 +31,12 @@ def s3_study(ns: str, name: str, secret: str = "rung-s3", trials: int = 9, sleep
         }})
 
 
+STUDY_SECRET = {"rung.dev/credentials": "true"}   # the label a Secret needs before Studies may use it
+
+
 def copy_secret(kubectl, ns: str, name: str = "rung-s3") -> None:
     secret = kubectl.json("get", "secret", "rung-s3", "-n", "default")
-    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns, "labels": STUDY_SECRET},
             "data": secret["data"]}
     kubectl.apply(yaml.safe_dump(body))
 
@@ -105,7 +108,7 @@ def secret_with(kubectl, ns: str, name: str, **changes) -> None:
     data = dict(kubectl.json("get", "secret", "rung-s3", "-n", "default")["data"])
     data.update({k: base64.b64encode(v.encode()).decode() for k, v in changes.items()})
     kubectl.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "Secret",
-                                  "metadata": {"name": name, "namespace": ns}, "data": data}))
+                                  "metadata": {"name": name, "namespace": ns, "labels": STUDY_SECRET}, "data": data}))
 
 
 @pytest.mark.parametrize("fault,needle", [
@@ -208,7 +211,7 @@ def test_lost_work_per_preemption_is_at_most_one_checkpoint_interval(kubectl, op
 
     config.load_kube_config(kubectl.kubeconfig)
     core = client.CoreV1Api()
-    root = STATE / f"ck-{namespace}"
+    root = STATE / "checkpoints" / f"ck-{namespace}"   # under the operator's root: Studies may use no other node path
     # disrupted with a 1 s grace period: the trial (PID 1, deaf to SIGTERM) cannot finish first
     manifest = yaml.safe_load(s3_study(namespace, "lost", trials=6, sleep=1.0))
     manifest["spec"]["checkpoints"] = {"uri": f"file://{root}"}

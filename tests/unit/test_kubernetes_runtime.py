@@ -80,10 +80,34 @@ def test_pod_manifest(w):
     assert (env["RUNG_KEEP_BEST"], env["RUNG_OBJECTIVE"], env["RUNG_OBJECTIVE_GOAL"]) == ("2", "acc", "maximize")
     assert env["RUNG_RESULT_FILE"] == c["terminationMessagePath"] == "/dev/termination-log"
     assert c["resources"] == {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}}
-    assert c["volumeMounts"] == [{"name": "v", "mountPath": "/ck"}]
+    assert c["volumeMounts"] == [{"name": "scratch", "mountPath": "/tmp"}, {"name": "v", "mountPath": "/ck"}]
     assert w.runtime.running() == {"s-0-s0-r2"}
     w.runtime.start(spec(trial="s-1", image="mine:2"))
     assert w.pod("s-1-s0")["spec"]["containers"][0]["image"] == "mine:2"   # the Study's own image wins
+
+
+def test_trial_pods_pass_pod_security_restricted_by_default(w):
+    w.runtime.start(spec())
+    pod = w.pod("s-0-s0")["spec"]
+    c = pod["containers"][0]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                                      "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                    "readOnlyRootFilesystem": True, "runAsNonRoot": True}
+    assert pod["automountServiceAccountToken"] is False and "hostNetwork" not in pod
+    assert {"name": "scratch", "emptyDir": {}} in pod["volumes"]   # the one writable place besides volumes
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["HOME"] == env["TMPDIR"] == "/tmp"
+
+
+def test_gpus_privileged_and_host_network_as_the_operator_allowed_them(w):
+    runtime = w.new_runtime(gpu_resource="example.com/gpu")
+    runtime.start(spec(gpus=2, privileged=True, host_network=True, resources={"cpu": "1"}))
+    pod = w.pod("s-0-s0")["spec"]
+    c = pod["containers"][0]
+    assert c["resources"] == {"requests": {"cpu": "1", "example.com/gpu": "2"}, "limits": {"example.com/gpu": "2"}}
+    assert c["securityContext"] == {"privileged": True} and pod["securityContext"] == {}
+    assert pod["hostNetwork"] is True
 
 
 def test_an_end_is_reported_until_released_then_the_pod_leaves_the_watch(w):

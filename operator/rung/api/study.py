@@ -157,12 +157,18 @@ class TrialTemplate(_Model):
     gpus: GPUs | None = None
     # Per segment: a segment still running after this is stopped and counts as failed.
     timeout_seconds: int | None = Field(None, ge=1)
+    privileged: bool = Field(False, description="Run trial containers privileged (on a cluster). Refused unless "
+                                                "the operator allows it (studyPolicy.allowPrivileged).")
+    host_network: bool = Field(False, description="Run trial pods in the node's network (on a cluster). Refused "
+                                                  "unless the operator allows it (studyPolicy.allowHostNetwork).")
 
 
 class Checkpoints(_Model):
     # The pattern lets the API server refuse what _scheme explains (file://relative, s3:// without a bucket).
     uri: Annotated[str, Field(pattern=r"^(file://(localhost)?/|s3://[^/]+)")] | None = None
-    secret_ref: str | None = None
+    secret_ref: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)] | None = Field(
+        None, description="A Secret in the Study's namespace with the store's endpoint and credentials (AWS_* "
+                          "keys); it must carry the label the operator requires (studyPolicy.secretLabel).")
     retain: bool = Field(False, description="Keep the Study's checkpoints when it is deleted.")
     keep_best: int = Field(1, ge=0, description="Per trial, the best checkpoints kept besides the latest.")
 

@@ -11,7 +11,7 @@ import threading
 
 from rung.api import parse_study
 from rung.controller.storage import StudyStore
-from rung.controller.study import OperatorConfig, StudyController
+from rung.controller.study import OperatorConfig, StudyController, checkpoint_settings
 from rung.controller.workqueue import WorkQueue
 from rung.errors import InputError
 from rung.kube.api import Kube, path
@@ -84,10 +84,10 @@ class Controller:
             raise PodsRemain(f"{len(running)} pods of Study {meta['name']} are still stopping")
         try:
             study = parse_study(body)
+            root, secret = checkpoint_settings(study, self.config)
         except InputError:
-            return   # an invalid Study never ran, so it has no checkpoints
-        root = study.spec.checkpoints.uri or self.config.checkpoint_root
-        StudyStore(self.kube, study, root).delete_all()
+            return   # an invalid or refused Study never ran, so it has no checkpoints
+        StudyStore(self.kube, study, root, secret).delete_all()
         log.info("study %s/%s: checkpoints under %s removed", meta["namespace"], meta["name"], root)
 
     # ---- work -------------------------------------------------------------------------

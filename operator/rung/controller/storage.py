@@ -41,15 +41,15 @@ def open_study_store(root: str, env: dict[str, str]) -> CheckpointStore:
 
 
 class StudyStore:
-    def __init__(self, kube: Kube, study: Study, root: str, clock=time.monotonic):
-        self.kube, self.study, self.root = kube, study, root
+    def __init__(self, kube: Kube, study: Study, root: str, secret: str | None, clock=time.monotonic):
+        """`secret`: the Secret (in the Study's namespace) with the store's credentials."""
+        self.kube, self.study, self.root, self.secret = kube, study, root, secret
         self.prefix = study_prefix(study.metadata.namespace, study.name, study.uid)
         # A probe is a Secret read and a write, read and delete of one small object.
         self.gate = StoreGate(self.store, self.prefix, clock=clock)
 
     def store(self) -> CheckpointStore:
-        return open_study_store(self.root, secret_env(self.kube, self.study.metadata.namespace,
-                                                      self.study.spec.checkpoints.secret_ref))
+        return open_study_store(self.root, secret_env(self.kube, self.study.metadata.namespace, self.secret))
 
     def delete_all(self) -> None:
         """Every checkpoint of the Study, and uploads cut off midway. Call it only once no

@@ -11,16 +11,20 @@ change to a Trial is simply reloaded. Nothing of this counts against the Study's
 from __future__ import annotations
 
 import logging
+import posixpath
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
-from rung.api import parse_study
+from rung.api import Study, parse_study
+from rung.controller import policy
+from rung.controller.policy import StudyPolicy, checkpoint_path, under
 from rung.controller.events import post_event
 from rung.controller.storage import StudyStore
 from rung.controller.trial_store import StaleRecords, TrialStore, set_condition, study_conditions
 from rung.errors import InputError
-from rung.kube.api import Kube, path, refusal
+from rung.kube.api import Kube, path, refusal, status_of
 from rung.kube.informer import ObjectCache, version
 from rung.runtime.kubernetes import KubernetesRuntime
 from rung.runtime.loop import HOLD_API, StudyLoop
@@ -41,6 +45,17 @@ class OperatorConfig:
     interval: float = 1.0                  # seconds between steps of a Study that waits on something
     resync: float = 60.0                   # seconds between steps of a quiet Study (a safety net)
     workers: int = 4                       # Studies stepped at once
+    checkpoint_secret: str | None = None   # the Secret (in each Study's namespace) for checkpoint_root
+    gpu_resource: str = "nvidia.com/gpu"   # the extended resource a trial's GPUs are requested as
+    policy: StudyPolicy = StudyPolicy()    # what Studies may ask of the cluster
+
+
+def checkpoint_settings(study: Study, config: OperatorConfig) -> tuple[str, str | None]:
+    """(root, Secret) of a Study's checkpoint store: its own, if the policy allows it, or the
+    operator's. Raises NotAllowed."""
+    root = checkpoint_path(study, config.checkpoint_root, config.policy)
+    own = study.spec.checkpoints
+    return root, own.secret_ref or (config.checkpoint_secret if root == config.checkpoint_root else None)
 
 
 def needs_live_reports(scheduler: Scheduler) -> bool:
@@ -48,11 +63,13 @@ def needs_live_reports(scheduler: Scheduler) -> bool:
     return type(scheduler).report is not Scheduler.report
 
 
-def checkpoint_volumes(root: str) -> list[tuple[dict, dict]]:
-    """file:// checkpoints live on the node's disk, mounted at the same path (one-node clusters)."""
+def checkpoint_volumes(root: str, config: OperatorConfig) -> list[tuple[dict, dict]]:
+    """file:// checkpoints live on the node's disk, mounted at the same path (one-node
+    clusters): the operator's root, or a Study's own path where the policy allows one."""
     if not root.startswith("file://"):
         return []
-    local = root[len("file://"):]
+    mounted = config.checkpoint_root if under(root, config.checkpoint_root) else root
+    local = posixpath.normpath(unquote(urlsplit(mounted).path))
     return [({"name": "rung-checkpoints", "hostPath": {"path": local, "type": "DirectoryOrCreate"}},
              {"name": "rung-checkpoints", "mountPath": local})]
 
@@ -131,17 +148,19 @@ class StudyController:
         try:
             study = parse_study(body)
             scheduler = make_scheduler(study)
+            root, secret = checkpoint_settings(study, self.config)
+            policy.check(study, self.config.policy, self._secret_labels)
         except InputError as e:
             self._invalid(body, e)
             return False
-        root = study.spec.checkpoints.uri or self.config.checkpoint_root
         if self.loop is None:
             self.records = TrialStore(self.kube, study, self.study_object)
             self.runtime = KubernetesRuntime(
                 self.kube, self.pods, study.metadata.namespace, study.name,
                 default_image=self.config.trial_image, owner=self.records.trial_owner,
-                volumes=checkpoint_volumes(root), live_reports=needs_live_reports(scheduler), clock=self.clock)
-            self.store = StudyStore(self.kube, study, root, clock=self.clock)
+                volumes=checkpoint_volumes(root, self.config), live_reports=needs_live_reports(scheduler),
+                gpu_resource=self.config.gpu_resource, clock=self.clock)
+            self.store = StudyStore(self.kube, study, root, secret, clock=self.clock)
             self.loop = StudyLoop(study, self.runtime, self.records, checkpoint_root=root,
                                   gate=self.store.gate if root.startswith("s3://") else None)
             if (body.get("status") or {}).get("phase") not in ("Running", *TERMINAL):
@@ -151,7 +170,8 @@ class StudyController:
         else:   # only limits, the trial template and checkpoint settings may change (CRD rules)
             self.loop.update(study)
             self.records.study = self.store.study = study
-        self.runtime.secret_env = study.spec.checkpoints.secret_ref
+            self.store.secret = secret
+        self.runtime.secret_env = secret
         self.generation = body["metadata"].get("generation")
         return True
 
@@ -186,15 +206,25 @@ class StudyController:
         except Exception as e:
             log.debug("study %s: cannot write the Held condition either: %s", self._name(), e)
 
+    def _secret_labels(self, name: str) -> dict | None:
+        try:
+            secret = self.kube.request("GET", path("secrets", self._body["metadata"]["namespace"], name))
+        except Exception as e:
+            if status_of(e) == 404:
+                return None
+            raise
+        return secret["metadata"].get("labels") or {}
+
     def _invalid(self, body: dict, e: InputError) -> None:
         status = body.get("status") or {}
-        conditions = set_condition(status.get("conditions") or [], "Invalid", "InvalidSpec", e.line(),
+        reason = "NotAllowed" if isinstance(e, policy.NotAllowed) else "InvalidSpec"
+        conditions = set_condition(status.get("conditions") or [], "Invalid", reason, e.line(),
                                    others_false=("Running", "Succeeded", "Failed"))
         meta = body["metadata"]
         self.kube.request("PATCH", path("studies", meta["namespace"], meta["name"], "status"), merge_patch=True,
                           body={"status": {"phase": "Invalid", "conditions": conditions,
                                            "observedGeneration": meta.get("generation")}})
-        post_event(self.kube, body, "Warning", "InvalidSpec", e.line())
+        post_event(self.kube, body, "Warning", reason, e.line())
 
     def _name(self) -> str:
         meta = self._body["metadata"]

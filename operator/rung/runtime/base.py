@@ -49,6 +49,9 @@ class SegmentSpec:
     goal: str = "minimize"
     keep_best: int | None = None   # spec.checkpoints.keepBest (None: keep every checkpoint)
     timeout: int | None = None     # spec.trial.timeoutSeconds: the attempt fails after this
+    gpus: int = 0                  # spec.trial.gpus.min (pods only)
+    privileged: bool = False       # spec.trial.privileged (pods only, if the operator allows it)
+    host_network: bool = False     # spec.trial.hostNetwork (pods only, if the operator allows it)
 
     @property
     def name(self) -> str:

@@ -39,6 +39,15 @@ _STUCK = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImage
 # Pod-level reasons of an infrastructure loss: the segment restarts, it is not the trial's fault.
 _LOST_REASONS = {"Evicted", "Preempting", "Shutdown", "NodeShutdown", "NodeLost", "Terminated",
                  "UnexpectedAdmissionError", "OutOfcpu", "OutOfmemory"}
+# Trial pods pass Pod Security "restricted": they run as a non-root user with no
+# capabilities, no privilege escalation and a read-only root filesystem; /tmp is scratch
+# space. A Study may ask for privileged containers only where the operator allows it.
+TRIAL_USER = 65532
+SCRATCH = "/tmp"
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": TRIAL_USER, "runAsGroup": TRIAL_USER, "fsGroup": TRIAL_USER,
+                  "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                        "readOnlyRootFilesystem": True, "runAsNonRoot": True}
 LOG_LIMIT = 4 * 1024 * 1024   # bytes of log read per request: a chatty trial cannot flood the operator
 EXPECT_SECONDS = 60.0          # a created pod the watch has not shown by then is looked up
 REPORT_EVERY = 2.0             # seconds between log reads of a running pod (stop-based schedulers)
@@ -60,7 +69,7 @@ class KubernetesRuntime(Runtime):
     def __init__(self, kube: Kube, pods: ObjectCache, namespace: str, study: str, *, default_image: str,
                  owner: Callable[[str], dict | None], volumes: list[tuple[dict, dict]] = (),
                  secret_env: str | None = None, live_reports: bool = False, stop_grace: int = 5,
-                 clock: Callable[[], float] = time.monotonic):
+                 gpu_resource: str = "nvidia.com/gpu", clock: Callable[[], float] = time.monotonic):
         """`owner(trial_name)` gives the ownerReference of a trial's pods; `volumes` are
         (volume, mount) pairs every trial pod gets (e.g. a hostPath for file:// checkpoints);
         `secret_env` names a Secret whose keys become environment variables (the object
@@ -69,6 +78,7 @@ class KubernetesRuntime(Runtime):
         self.kube, self.pods, self.namespace, self.study = kube, pods, namespace, study
         self.default_image, self.owner, self.volumes = default_image, owner, list(volumes)
         self.secret_env, self.live_reports, self.stop_grace, self.clock = secret_env, live_reports, stop_grace, clock
+        self.gpu_resource = gpu_resource
         self._known: dict[str, _Pod] = {}         # run name -> attempts seen in the watch, not released
         self._expected: dict[str, float] = {}     # created, not yet in the watch -> when
         self._unstartable: dict[str, Ended] = {}  # the API refused the pod itself (invalid)
@@ -164,7 +174,8 @@ class KubernetesRuntime(Runtime):
     def pod(self, spec: SegmentSpec) -> dict:
         labels = {STUDY_LABEL: spec.study, TRIAL_LABEL: spec.trial,
                   SEGMENT_LABEL: str(spec.segment), ATTEMPT_LABEL: str(spec.attempt)}
-        env = {**contract_env(spec, C.DEFAULT_RESULT_FILE), "PYTHONUNBUFFERED": "1"}
+        env = {**contract_env(spec, C.DEFAULT_RESULT_FILE), "PYTHONUNBUFFERED": "1", "HOME": SCRATCH,
+               "TMPDIR": SCRATCH}
         owner = self.owner(spec.trial)
         container: dict[str, Any] = {
             "name": "trial",
@@ -175,17 +186,24 @@ class KubernetesRuntime(Runtime):
             # The SDK writes the result there; if the trial dies first, its last log lines.
             "terminationMessagePath": C.DEFAULT_RESULT_FILE,
             "terminationMessagePolicy": "FallbackToLogsOnError",
-            "volumeMounts": [m for _, m in self.volumes],
+            "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}] + [m for _, m in self.volumes],
+            "securityContext": ({"privileged": True} if spec.privileged else RESTRICTED_CONTAINER),
         }
         if self.secret_env:
             container["envFrom"] = [{"secretRef": {"name": self.secret_env}}]
-        if spec.resources:
-            container["resources"] = {"requests": dict(spec.resources),
-                                      "limits": {k: v for k, v in spec.resources.items() if k == "memory"}}
+        requests = dict(spec.resources)
+        limits = {k: v for k, v in spec.resources.items() if k == "memory"}
+        if spec.gpus:   # an extended resource: its limit is its request
+            requests[self.gpu_resource] = limits[self.gpu_resource] = str(spec.gpus)
+        if requests:
+            container["resources"] = {"requests": requests, "limits": limits}
         pod_spec = {"restartPolicy": "Never", "containers": [container],
-                    "volumes": [v for v, _ in self.volumes],
+                    "volumes": [{"name": "scratch", "emptyDir": {}}] + [v for v, _ in self.volumes],
                     "enableServiceLinks": False, "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": self.stop_grace}
+                    "terminationGracePeriodSeconds": self.stop_grace,
+                    "securityContext": {} if spec.privileged else RESTRICTED_POD}
+        if spec.host_network:
+            pod_spec["hostNetwork"] = True
         if spec.timeout:
             pod_spec["activeDeadlineSeconds"] = spec.timeout
         return {

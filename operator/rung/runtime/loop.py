@@ -398,7 +398,9 @@ class StudyLoop:
             checkpoint_uri=trial_uri(self.checkpoint_root, meta.namespace, meta.name, self.run_id, trial.name),
             command=list(spec.trial.command), env=dict(spec.trial.env), attempt=seg.restarts,
             image=spec.trial.image, resources=dict(spec.trial.resources), timeout=spec.trial.timeout_seconds,
-            objective=spec.objective.metric, goal=spec.objective.goal, keep_best=spec.checkpoints.keep_best)
+            objective=spec.objective.metric, goal=spec.objective.goal, keep_best=spec.checkpoints.keep_best,
+            gpus=spec.trial.gpus.min if spec.trial.gpus else 0, privileged=spec.trial.privileged,
+            host_network=spec.trial.host_network)
 
     def _save(self, trial: TrialRecord) -> None:
         self.records.save(trial)

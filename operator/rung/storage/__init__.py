@@ -100,7 +100,7 @@ class StoreGate:
             try:
                 self.store().probe(self.prefix)
                 self._answer = ""
-            except StoreUnavailable as e:
+            except InputError as e:   # StoreUnavailable, or a setting the store refuses
                 self._answer = e.line()
             self._next = self.clock() + (self.failed_every if self._answer else self.ok_every)
         return self._answer
