@@ -90,7 +90,12 @@ def _parser() -> argparse.ArgumentParser:
                          "--namespace, else default)")
     op.add_argument("--lease-name", default="rung-operator", help="name of the Lease (default: %(default)s)")
     op.add_argument("--identity", help="this replica's name in the Lease (default: $POD_NAME, else host and pid)")
-    op.add_argument("--verbose", action="store_true")
+    op.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                    help="log level (default: %(default)s)")
+    op.add_argument("--verbose", action="store_true", help="the same as --log-level debug")
+    op.add_argument("--metrics-port", type=int, default=8080, metavar="PORT",
+                    help="serve /metrics (Prometheus), /healthz and /readyz on this port (default: %(default)s; "
+                         "0 turns it off)")
     op.set_defaults(func=cmd_operator)
 
     crds = sub.add_parser("crds", help="print the CustomResourceDefinitions (YAML), or write them to a folder")
@@ -312,12 +317,13 @@ def cmd_operator(args) -> int:
     import kopf
 
     from rung.controller import handlers  # noqa: F401 (registers the handlers with kopf)
+    from rung.controller import metrics
     from rung.controller.leader import LeaderElection
     from rung.controller.policy import StudyPolicy, parse_label
     from rung.controller.study import OperatorConfig
     from rung.kube.api import Kube, api_client
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level="DEBUG" if args.verbose else args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     namespaces = tuple(args.namespace or ())
     policy = StudyPolicy(args.allow_privileged, args.allow_host_network, args.allow_host_path,
@@ -326,8 +332,15 @@ def cmd_operator(args) -> int:
                             checkpoint_secret=args.checkpoint_secret, gpu_resource=args.gpu_resource, policy=policy)
     share_checkpoint_root(args.checkpoint_root)
     lease_namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE") or (namespaces or ("default",))[0]
-    election = LeaderElection(Kube(api_client()), lease_namespace, args.lease_name,
+    election = LeaderElection(Kube(api_client(), on_request=metrics.api_request), lease_namespace, args.lease_name,
                               identity=args.identity or os.environ.get("POD_NAME"))
+    if args.metrics_port:
+        try:
+            metrics.serve(args.metrics_port)
+        except (OSError, OverflowError) as e:
+            raise InputError("--metrics-port", f"cannot listen on port {args.metrics_port} "
+                             f"({getattr(e, 'strerror', None) or e})",
+                             "choose a free port from 1 to 65535, or 0 to turn the endpoint off") from None
     stop = threading.Event()
     while not stop.is_set():
         for sig in (signal.SIGINT, signal.SIGTERM):   # while standing by (kopf handles them while it runs)
@@ -336,7 +349,13 @@ def cmd_operator(args) -> int:
             break
         # Leader: run kopf until the lease is lost (then stand by again) or a signal stops it.
         lost = threading.Event()
-        renewer = threading.Thread(target=election.keep, args=(lost, stop), daemon=True)
+
+        def renew():
+            election.keep(lost, stop)
+            metrics.PROBES.unwatch(renewer)   # it ended as it should (stopped, or the lease is lost)
+
+        renewer = threading.Thread(target=renew, name="rung-lease-renewer", daemon=True)
+        metrics.PROBES.watch(renewer)   # if it dies otherwise, the liveness probe restarts this replica
         renewer.start()
         kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=None,
                  memo=kopf.Memo(config=config, stop_flag=lost), stop_flag=lost)

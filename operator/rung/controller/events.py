@@ -1,11 +1,20 @@
-"""Kubernetes Events about Studies (what `kubectl describe study` shows)."""
+"""Kubernetes Events about Studies and Trials (what `kubectl describe study|trial` shows).
+
+Study Events (posted where the Study changes): Started, Held, Resumed, InvalidSpec, NotAllowed,
+TrialFailed, StudySucceeded, StudyFailed. Trial Events, one per transition of a segment:
+SegmentStarted, SegmentRestarted (its pod was lost), SegmentSucceeded, SegmentDiverged,
+SegmentFailed (with the reason), SegmentStopped (with the reason).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 
-from rung.kube.api import Kube, message_of, path
+from rung.controller import metrics
+from rung.kube.api import GROUP, VERSION, Kube, message_of, path
+from rung.records import SegmentStatus, TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +39,92 @@ def post_event(kube: Kube, obj: dict, type_: str, reason: str, message: str) -> 
     except Exception as e:
         log.warning("cannot post event %s for %s: %s", reason, meta["name"], message_of(e))
         return False
+
+
+# ---- Trials: each persisted transition of a segment, told once ---------------------------------
+
+@dataclass(frozen=True)
+class Mark:
+    """What has been told of a trial: how many segments, its current one's status and attempt."""
+    segments: int
+    status: SegmentStatus
+    restarts: int
+
+
+def mark(trial: TrialRecord) -> Mark | None:
+    seg = trial.segments[-1] if trial.segments else None
+    return Mark(len(trial.segments), seg.status, seg.restarts) if seg else None
+
+
+@dataclass(frozen=True)
+class Transition:
+    type: str              # Normal or Warning
+    reason: str
+    message: str
+    started: bool          # a segment attempt started (its pod is created next)
+    outcome: str | None    # how an attempt ended (metrics.OUTCOMES), or None
+
+
+def transitions(before: Mark | None, trial: TrialRecord, metric: str, sign: float) -> list[Transition]:
+    """What happened to a trial between two saved versions of it."""
+    now = mark(trial)
+    if now is None:
+        return []
+    seg, i, out = trial.segments[-1], now.segments - 1, []
+    new = before is None or now.segments > before.segments
+    if new:
+        resumed = "" if seg.resume_from is None else f", resuming from {seg.resume_from:g}"
+        out.append(Transition("Normal", "SegmentStarted", f"segment {i}: to budget {seg.budget:g}{resumed}",
+                              True, None))
+    elif now.restarts > before.restarts:
+        out.append(Transition("Warning", "SegmentRestarted", f"segment {i}: its pod was lost; attempt "
+                              f"{now.restarts} resumes from the last sealed checkpoint", True, "lost"))
+    if now.status != SegmentStatus.RUNNING and (new or before.status == SegmentStatus.RUNNING):
+        if now.status == SegmentStatus.COMPLETED and seg.loss is None:
+            out.append(Transition("Warning", "SegmentDiverged", f"segment {i}: {seg.reason}", False, "diverged"))
+        elif now.status == SegmentStatus.COMPLETED:
+            out.append(Transition("Normal", "SegmentSucceeded", f"segment {i}: reached {seg.reached:g}, "
+                                  f"{metric} {sign * seg.loss:g}", False, "succeeded"))
+        elif now.status == SegmentStatus.FAILED:
+            out.append(Transition("Warning", "SegmentFailed", f"segment {i}: {seg.reason}", False, "failed"))
+        else:
+            out.append(Transition("Normal", "SegmentStopped", f"segment {i}: {seg.reason}", False, "stopped"))
+    return out
+
+
+class TrialEvents:
+    """Tells each transition of a Study's Trials once, as the records persist it: the
+    segment counters at once, an Event on the Trial by `post()` after the step (off the path
+    to the next pod). The records say what is already told when they are loaded (after a
+    restart, a failed write, an outside change) and what changed when one is saved."""
+
+    MAX_UNTOLD = 1000   # Events held for the next post(); beyond, dropped (they are a courtesy)
+
+    def __init__(self, namespace: str, study: str, metric: str, sign: float):
+        self.namespace, self.study, self.metric, self.sign = namespace, study, metric, sign
+        self.marks: dict[str, Mark | None] = {}
+        self.untold: list[tuple[dict, Transition]] = []
+
+    def loaded(self, trials: list[TrialRecord]) -> None:
+        self.marks = {t.name: mark(t) for t in trials}
+
+    def saved(self, trial: TrialRecord, uid: str) -> None:
+        before, self.marks[trial.name] = self.marks.get(trial.name), mark(trial)
+        for change in transitions(before, trial, self.metric, self.sign):
+            if change.started:
+                metrics.segment_started(self.namespace, self.study)
+            if change.outcome:
+                metrics.segment_finished(self.namespace, self.study, change.outcome)
+            if len(self.untold) < self.MAX_UNTOLD:
+                obj = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial",
+                       "metadata": {"name": trial.name, "namespace": self.namespace, "uid": uid}}
+                self.untold.append((obj, change))
+
+    def post(self, kube: Kube) -> None:
+        """Post the Events told since the last call. When one cannot be posted, the API is
+        not answering: the rest are dropped rather than each waiting out its timeout."""
+        untold, self.untold = self.untold, []
+        for i, (obj, change) in enumerate(untold):
+            if not post_event(kube, obj, change.type, change.reason, change.message):
+                log.info("%d Trial Events of Study %s/%s dropped", len(untold) - i, self.namespace, self.study)
+                return

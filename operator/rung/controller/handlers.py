@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import kopf
 
+from rung.controller import metrics
 from rung.controller.manager import Controller, PodsRemain
 from rung.kube.api import Kube, api_client
 
@@ -19,7 +20,7 @@ from rung.kube.api import Kube, api_client
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.posting.enabled = False          # our own Events say what happened
     settings.watching.server_timeout = 300
-    memo.controller = Controller(Kube(api_client()), memo.config)
+    memo.controller = Controller(Kube(api_client(), on_request=metrics.api_request), memo.config)
     memo.controller.start()
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 
+from rung.controller import metrics
 from rung.kube.api import Kube, message_of, path, status_of
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class LeaderElection:
         while not stop.is_set():
             if self._try():
                 log.info("leader election: %s holds lease %s/%s", self.identity, self.namespace, self.name)
+                metrics.set_leader(True)
                 return True
             stop.wait(self.renew)
         return False
@@ -57,11 +59,13 @@ class LeaderElection:
             elif self.clock() - last > self.deadline:
                 log.error("leader election: lease %s/%s not renewed for %.0f s; stepping down",
                           self.namespace, self.name, self.deadline)
+                metrics.set_leader(False)
                 lost.set()
                 return
 
     def release(self) -> None:
         """Give the Lease up (a clean stop), so another replica need not wait it out."""
+        metrics.set_leader(False)
         try:
             lease = self.kube.request("GET", path("leases", self.namespace, self.name))
             if lease["spec"].get("holderIdentity") == self.identity:

@@ -10,6 +10,7 @@ import logging
 import threading
 
 from rung.api import parse_study
+from rung.controller import metrics
 from rung.controller.storage import StudyStore
 from rung.controller.study import OperatorConfig, StudyController, checkpoint_settings
 from rung.controller.workqueue import WorkQueue
@@ -28,7 +29,7 @@ class PodsRemain(Exception):
 class Controller:
     def __init__(self, kube: Kube, config: OperatorConfig):
         self.kube, self.config = kube, config
-        self.pods = ObjectCache(on_change=lambda key, kind, obj: self.queue.add(key))
+        self.pods = ObjectCache(on_change=self._pod_changed)
         self.trials = ObjectCache(keep=metadata_only, on_change=self._trial_changed)
         self.queue = WorkQueue()
         self.studies: dict[Key, StudyController] = {}
@@ -47,8 +48,15 @@ class Controller:
             informer.start()
         for worker in self.workers:
             worker.start()
+        metrics.PROBES.watch(*self.workers, *(informer.thread for informer in self.informers))
+        metrics.PROBES.synced = self.synced
+
+    def synced(self) -> bool:
+        """Every watch has listed what it watches (workers wait for it before deciding)."""
+        return all(informer.synced.is_set() for informer in self.informers)
 
     def stop(self) -> None:
+        metrics.PROBES.unwatch(*self.workers, *(informer.thread for informer in self.informers))
         self.stopping.set()
         for worker in self.workers:
             worker.join(timeout=30)
@@ -69,6 +77,7 @@ class Controller:
     def forget(self, key: Key) -> None:
         with self.lock:
             self.studies.pop(key, None)
+        metrics.forget_study(*key)
 
     def delete_study(self, body: dict) -> None:
         """The Study is being deleted and its checkpoints are not retained: stop its work,
@@ -91,6 +100,10 @@ class Controller:
         log.info("study %s/%s: checkpoints under %s removed", meta["namespace"], meta["name"], root)
 
     # ---- work -------------------------------------------------------------------------
+    def _pod_changed(self, key: Key, kind: str, obj: dict) -> None:
+        metrics.NEXT_POD.pod_changed(key, kind, obj)
+        self.queue.add(key)
+
     def _trial_changed(self, key: Key, kind: str, obj: dict) -> None:
         study = self.studies.get(key)
         if study is not None:
@@ -111,8 +124,13 @@ class Controller:
                 delay = study.step() if study is not None else None
             except Exception:   # step() sorts its own failures; this is a bug, keep the worker alive
                 log.exception("study %s/%s: unexpected error", *key)
+                metrics.reconcile_error("Unexpected")
                 delay = self.config.resync
             finally:
                 self.queue.done(key)
-            if delay is not None and key in self.studies:
+            if key not in self.studies:   # forgotten while it stepped: its series go (again)
+                metrics.forget_study(*key)
+            elif delay is None:           # over (or invalid): no next pod to wait for
+                metrics.NEXT_POD.forget(key)
+            else:
                 self.queue.add_after(key, delay)

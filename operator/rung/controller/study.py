@@ -20,7 +20,8 @@ from urllib.parse import unquote, urlsplit
 from rung.api import Study, parse_study
 from rung.controller import policy
 from rung.controller.policy import StudyPolicy, checkpoint_path, under
-from rung.controller.events import post_event
+from rung.controller import metrics
+from rung.controller.events import TrialEvents, post_event
 from rung.controller.storage import StudyStore
 from rung.controller.trial_store import StaleRecords, TrialStore, set_condition, study_conditions
 from rung.errors import InputError
@@ -80,13 +81,31 @@ def finished(body: dict) -> bool:
     return status.get("phase") in TERMINAL and status.get("observedGeneration") == meta.get("generation")
 
 
+class TellingTrialStore(TrialStore):
+    """The Trial records, telling each transition they persist (events.TrialEvents): what a
+    load finds is already told; a save tells what changed since."""
+
+    def __init__(self, kube: Kube, study: Study, study_object):
+        super().__init__(kube, study, study_object)
+        self.events = TrialEvents(self.namespace, self.name, study.spec.objective.metric, self.sign)
+
+    def load(self):
+        trials = super().load()
+        self.events.loaded(trials)
+        return trials
+
+    def save(self, trial) -> None:
+        super().save(trial)
+        self.events.saved(trial, self.uids[trial.name])
+
+
 class StudyController:
     def __init__(self, kube: Kube, pods: ObjectCache, config: OperatorConfig, body: dict, clock=time.monotonic):
         self.kube, self.pods, self.config, self.clock = kube, pods, config, clock
         self._body, self._lock = body, threading.Lock()
         self.generation = None          # of the spec the loop runs
         self.loop: StudyLoop | None = None
-        self.records: TrialStore | None = None
+        self.records: TellingTrialStore | None = None
         self.runtime: KubernetesRuntime | None = None
         self.store: StudyStore | None = None
         self.backoff = 0.0
@@ -117,7 +136,19 @@ class StudyController:
     # ---- stepping -------------------------------------------------------------------
     def step(self) -> float | None:
         """One step; returns the seconds until the next one is due (None: only when
-        something changes)."""
+        something changes). It is timed (the decision latency); then the step's Trial
+        Events go out, off the path to the next pod, and the trial counts of the status it
+        left are exported."""
+        started = time.monotonic()
+        try:
+            return self._step()
+        finally:
+            metrics.decision(time.monotonic() - started)
+            if self.records is not None:
+                self.records.events.post(self.kube)
+            metrics.study_status(self.study_object())
+
+    def _step(self) -> float | None:
         body = self.study_object()
         if body["metadata"].get("deletionTimestamp"):
             return None
@@ -154,7 +185,7 @@ class StudyController:
             self._invalid(body, e)
             return False
         if self.loop is None:
-            self.records = TrialStore(self.kube, study, self.study_object)
+            self.records = TellingTrialStore(self.kube, study, self.study_object)
             self.runtime = KubernetesRuntime(
                 self.kube, self.pods, study.metadata.namespace, study.name,
                 default_image=self.config.trial_image, owner=self.records.trial_owner,
@@ -176,6 +207,7 @@ class StudyController:
         return True
 
     def _failed(self, e: Exception) -> float:
+        metrics.reconcile_error("Conflict" if isinstance(e, StaleRecords) else getattr(refusal(e), "cause", "Unexpected"))
         if isinstance(e, StaleRecords):   # someone else wrote: the next step reloads
             log.info("study %s: %s; reloading", self._name(), e)
             return 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Iterator
+from typing import Callable, Iterator
 
 import urllib3
 from kubernetes import client, config as kube_config
@@ -46,10 +46,13 @@ def path(kind: str, namespace: str | None = None, name: str | None = None, sub: 
 
 
 class Kube:
-    """A thin client: JSON in, JSON out, ApiException or urllib3 errors on failure."""
+    """A thin client: JSON in, JSON out, ApiException or urllib3 errors on failure.
+    `on_request(method, error)` hears of every request once it is answered (error None)
+    or has failed (the operator's metrics); it must not raise."""
 
-    def __init__(self, api: client.ApiClient, timeout: tuple[float, float] = TIMEOUT):
-        self.api, self.timeout = api, timeout
+    def __init__(self, api: client.ApiClient, timeout: tuple[float, float] = TIMEOUT,
+                 on_request: Callable[[str, BaseException | None], None] = lambda method, error: None):
+        self.api, self.timeout, self.on_request = api, timeout, on_request
 
     def request(self, method: str, url: str, *, query: dict | None = None, body=None,
                 merge_patch: bool = False, timeout=None) -> dict:
@@ -85,9 +88,16 @@ class Kube:
     def _call(self, method, url, query, body, merge_patch, timeout):
         headers = {"Accept": "application/json",
                    "Content-Type": "application/merge-patch+json" if merge_patch else "application/json"}
-        return self.api.call_api(url, method, query_params=list((query or {}).items()), header_params=headers,
-                                 body=body, auth_settings=["BearerToken"], _preload_content=False,
-                                 _return_http_data_only=True, _request_timeout=timeout)
+        error = None
+        try:
+            return self.api.call_api(url, method, query_params=list((query or {}).items()), header_params=headers,
+                                     body=body, auth_settings=["BearerToken"], _preload_content=False,
+                                     _return_http_data_only=True, _request_timeout=timeout)
+        except Exception as e:
+            error = e
+            raise
+        finally:
+            self.on_request(method, error)
 
 
 def status_of(exc: BaseException) -> int | None:
