@@ -318,11 +318,14 @@ def cmd_operator(args) -> int:
 
     from rung.controller import handlers  # noqa: F401 (registers the handlers with kopf)
     from rung.controller import metrics
+    from rung.controller import metrics
     from rung.controller.leader import LeaderElection
     from rung.controller.policy import StudyPolicy, parse_label
     from rung.controller.study import OperatorConfig
     from rung.kube.api import Kube, api_client
 
+    if not 0 <= args.metrics_port <= 65535:
+        raise InputError("--metrics-port", f"{args.metrics_port} is not a port", "give 1 to 65535, or 0 for none")
     logging.basicConfig(level="DEBUG" if args.verbose else args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     namespaces = tuple(args.namespace or ())
@@ -337,10 +340,10 @@ def cmd_operator(args) -> int:
     if args.metrics_port:
         try:
             metrics.serve(args.metrics_port)
-        except (OSError, OverflowError) as e:
-            raise InputError("--metrics-port", f"cannot listen on port {args.metrics_port} "
-                             f"({getattr(e, 'strerror', None) or e})",
-                             "choose a free port from 1 to 65535, or 0 to turn the endpoint off") from None
+        except OSError as e:   # e.g. a second replica on this machine: it still works, without the endpoint
+            logging.getLogger("rung.operator").error(
+                "cannot serve /metrics, /healthz and /readyz on port %d (%s); running without them "
+                "(give another --metrics-port, or 0)", args.metrics_port, e.strerror or e)
     stop = threading.Event()
     while not stop.is_set():
         for sig in (signal.SIGINT, signal.SIGTERM):   # while standing by (kopf handles them while it runs)

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fake_kube import FakeKube, api_error
-from rung.cli import _parser
+from rung.cli import _parser, main
 from rung.controller import metrics
 from rung.controller.events import Mark, transitions
 from rung.controller.leader import LeaderElection
@@ -361,3 +361,8 @@ def test_operator_flags():
     assert (args.metrics_port, args.log_level, args.verbose) == (8080, "info", False)
     args = _parser().parse_args(["operator", "--metrics-port", "0", "--log-level", "warning", "--verbose"])
     assert (args.metrics_port, args.log_level, args.verbose) == (0, "warning", True)
+
+
+def test_a_metrics_port_out_of_range_is_refused_before_anything_starts(capsys):
+    assert main(["operator", "--metrics-port", "70000"]) == 2
+    assert "error: --metrics-port: 70000 is not a port; give 1 to 65535, or 0 for none" in capsys.readouterr().err
