@@ -318,7 +318,6 @@ def cmd_operator(args) -> int:
 
     from rung.controller import handlers  # noqa: F401 (registers the handlers with kopf)
     from rung.controller import metrics
-    from rung.controller import metrics
     from rung.controller.leader import LeaderElection
     from rung.controller.policy import StudyPolicy, parse_label
     from rung.controller.study import OperatorConfig
