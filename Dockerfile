@@ -18,5 +18,7 @@ COPY trial_image/rung_trainables ./trial_image/rung_trainables
 RUN pip install --no-deps . && rm -rf /src
 
 WORKDIR /tmp
+# A uid without a passwd entry: USER names it for getpass.getuser() (kopf's identity).
+ENV USER=rung
 USER 65532:65532
 ENTRYPOINT ["rung", "operator"]

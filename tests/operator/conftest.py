@@ -158,3 +158,29 @@ def namespace(kubectl, request):
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
     kubectl("delete", "clusterrolebinding", f"rung-operator:{name}:rung-operator", "--ignore-not-found", check=False)
+
+
+def _helm() -> str:
+    """The helm tests/cluster/up links into $RUNG_CACHE/bin (built from the Go module proxy)."""
+    cache = Path(os.path.expanduser(os.environ.get("RUNG_CACHE", "~/.cache/rung")))
+    for candidate in [cache / "bin/helm", *sorted(cache.glob("helm/*/bin/helm"))]:
+        if candidate.exists():
+            return str(candidate)
+    return "helm"
+
+
+class Helm:
+    def __init__(self, kubeconfig: str):
+        self.kubeconfig, self.binary = kubeconfig, _helm()
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 300):
+        done = subprocess.run([self.binary, "--kubeconfig", self.kubeconfig, *args],
+                              capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed: {done.stderr}")
+        return done
+
+
+@pytest.fixture(scope="session")
+def helm(kubectl) -> Helm:
+    return Helm(kubectl.kubeconfig)
