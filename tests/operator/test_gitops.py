@@ -18,7 +18,7 @@ def test_server_side_apply_twice_changes_nothing_and_the_operator_writes_only_st
     diff = kubectl("diff", "--server-side", "--field-manager=gitops", "-f", "-", input=manifest, check=False)
     assert diff.returncode == 0, diff.stdout + diff.stderr   # 0: no difference
     kubectl("apply", "--server-side", "--field-manager=gitops", "-f", "-", input=manifest)
-    after = kubectl.json("get", "study", "git", "-n", namespace)
+    after = kubectl.json("get", "study", "git", "-n", namespace, "--show-managed-fields")
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     for entry in after["metadata"]["managedFields"]:

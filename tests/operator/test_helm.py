@@ -7,6 +7,7 @@ import json
 import socket
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def in_cluster_values(ns: str) -> list[str]:
+def in_cluster_values(ns: str, metrics_port: int | None = None) -> list[str]:
     """This cluster has no kube-proxy: the operator uses the node's network and the API
     server's loopback address (its serving cert names 127.0.0.1)."""
     return ["--set", f"watch.namespaces={{{ns}}}", "--set", "replicas=1", "--set", "hostNetwork=true",
-            "--set", "image.pullPolicy=Never", "--set", f"metrics.port={free_port()}",
+            "--set", "image.pullPolicy=Never", "--set", f"metrics.port={metrics_port or free_port()}",
             "--set", "extraEnv[0].name=KUBERNETES_SERVICE_HOST", "--set", "extraEnv[0].value=127.0.0.1",
             "--set", "extraEnv[1].name=KUBERNETES_SERVICE_PORT",
             "--set-string", "extraEnv[1].value=16443", *NAMESPACED_VALUES]
@@ -114,8 +115,11 @@ def test_helm_install_runs_a_study_then_upgrade_and_uninstall_keep_crds_and_stud
                                                                                        release):
     copy_secret(kubectl, namespace)
     t0 = time.time()
-    helm("install", release, CHART, "-n", namespace, *in_cluster_values(namespace))
+    port = free_port()
+    helm("install", release, CHART, "-n", namespace, *in_cluster_values(namespace, port))
     wait_ready(kubectl, namespace, "the operator Deployment to be ready")
+    before = scrape(port)
+    assert before["rung_leader"] == 1.0   # the one replica took the Lease
     pod = kubectl.json("get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"][0]
     assert pod["spec"]["serviceAccountName"] == "rung-operator"
     assert pod["spec"]["containers"][0]["image"] == "rung-operator:0.1.0"
@@ -128,6 +132,13 @@ def test_helm_install_runs_a_study_then_upgrade_and_uninstall_keep_crds_and_stud
     study = kubectl.json("get", "study", "via-helm", "-n", namespace)
     assert study["status"]["phase"] == "Succeeded", study["status"]
     assert study["status"]["trials"]["completed"] == 4
+    after = scrape(port)   # the counters moved with the run
+    key = f'{{namespace="{namespace}",study="via-helm"}}'
+    assert before.get("rung_segments_started_total" + key, 0.0) == 0.0
+    assert after["rung_segments_started_total" + key] >= 4
+    assert after[f'rung_trials{{namespace="{namespace}",state="completed",study="via-helm"}}'] == 4
+    assert after["rung_decision_seconds_count"] > before.get("rung_decision_seconds_count", 0.0)
+    assert after['rung_api_requests_total{method="POST"}'] > before.get('rung_api_requests_total{method="POST"}', 0.0)
     lease = kubectl.json("get", "lease", release, "-n", namespace)
     assert lease["spec"]["holderIdentity"] == pod["metadata"]["name"]
     # everything it did was allowed: not one 403 for its ServiceAccount
@@ -150,6 +161,14 @@ def test_helm_install_runs_a_study_then_upgrade_and_uninstall_keep_crds_and_stud
     for crd in CRDS:
         kubectl("get", "crd", crd)
     assert kubectl.json("get", "study", "via-helm", "-n", namespace)["status"]["phase"] == "Succeeded"
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The operator's /metrics, as {'name{labels}': value} (labels in name order, as served)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
 
 
 def can_i(kubectl, ns: str, verb: str, resource: str, where: str | None, name: str | None = None) -> bool:

@@ -16,9 +16,22 @@ from rung.controller.manager import Controller, PodsRemain
 from rung.kube.api import Kube, api_client
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No handler here reacts to a diff (the controller reads the whole spec each
+    generation), so kopf keeps no last-handled copy: the operator writes only status
+    (and the deletion finalizer), and a GitOps tool's apply finds nothing changed."""
+
+    def fetch(self, *, body):
+        return None
+
+    def store(self, *, body, patch, essence):
+        pass
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.posting.enabled = False          # our own Events say what happened
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 300
     memo.controller = Controller(Kube(api_client(), on_request=metrics.api_request), memo.config)
     memo.controller.start()
