@@ -129,6 +129,8 @@ def test_operator_killed_three_times_loses_and_duplicates_nothing(kubectl, opera
 @pytest.mark.parametrize("field,value,needle", [
     ("searchSpace__lr__low", "abc", "spec.searchSpace.lr.low"),
     ("limits__maxTrials", "many", "spec.limits.maxTrials"),
+    ("checkpoints__secretRef", "kube-system/admin-token", "spec.checkpoints.secretRef"),   # another namespace's
+    ("checkpoints__uri", "file://etc/kubernetes", "spec.checkpoints.uri"),                # not an absolute path
 ])
 def test_wrong_types_are_refused_by_the_api_server(kubectl, namespace, field, value, needle):
     done = kubectl.apply(manifest(namespace, "typo", **{field: value}), check=False)
