@@ -6,8 +6,8 @@
     trial.save_checkpoint(state, target)
 """
 
-from rung.trial.sdk import (budget, checkpoint_step, load_checkpoint, params, report,
+from rung.trial.sdk import (budget, checkpoint_step, gpus, load_checkpoint, params, report,
                             save_checkpoint, should_checkpoint)
 
 __all__ = ["params", "budget", "load_checkpoint", "report", "save_checkpoint",
-           "checkpoint_step", "should_checkpoint"]
+           "checkpoint_step", "should_checkpoint", "gpus"]

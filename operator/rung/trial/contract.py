@@ -24,7 +24,13 @@ ENV_CHECKPOINT_EVERY_SECONDS = "RUNG_CHECKPOINT_EVERY_SECONDS"  # periodic check
 ENV_KEEP_BEST = "RUNG_KEEP_BEST"      # retention: latest + this many best (int; unset/empty: keep all)
 ENV_OBJECTIVE = "RUNG_OBJECTIVE"      # the metric that ranks checkpoints, e.g. val_loss
 ENV_OBJECTIVE_GOAL = "RUNG_OBJECTIVE_GOAL"  # minimize (default) | maximize
+ENV_GPUS = "RUNG_GPUS"                # GPUs this segment's pod got (int; unset/empty: 0, CPU)
 
 REPORT_PREFIX = "@rung "  # stdout line: '@rung {"step": 3, "metrics": {"val_loss": 0.12}}'
+
+# Reserved metric: samples (or steps) per second the trial trained at. A report that carries
+# it also carries "gpus" (RUNG_GPUS), the pair a measured efficiency fit needs per segment:
+# '@rung {"step": 3, "metrics": {"val_loss": 0.12, "throughput": 812.5}, "gpus": 2}'
+THROUGHPUT_METRIC = "throughput"
 
 DEFAULT_RESULT_FILE = "/dev/termination-log"

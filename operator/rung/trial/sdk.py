@@ -84,6 +84,18 @@ def budget() -> float:
     return value
 
 
+def gpus() -> int:
+    """The GPUs this segment's pod got (RUNG_GPUS; 0 when unset: run on CPU)."""
+    raw = _env(C.ENV_GPUS)
+    try:
+        value = int(raw) if raw is not None else 0
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InputError(C.ENV_GPUS, f"{raw!r} is not a whole number >= 0", "set it like RUNG_GPUS=2 (0: CPU)")
+    return value
+
+
 def _store():
     uri = _env(C.ENV_CHECKPOINT_URI)
     if uri is None:
@@ -202,7 +214,8 @@ def _number(value: Any) -> Any:
 
 def report(step: float, **metrics: Any) -> None:
     """Report metrics at `step`: one `@rung {...}` stdout line, and the result file rewritten.
-    Steps must be finite and increase from one report to the next."""
+    Steps must be finite and increase from one report to the next. The reserved metric
+    `throughput` (samples per second, > 0) adds "gpus": gpus() to the line and result file."""
     global _last_report
     _record_errors()
     try:
@@ -214,6 +227,12 @@ def report(step: float, **metrics: Any) -> None:
     if _last_report and body["step"] <= _last_report["step"]:
         raise InputError("report", f"step {body['step']} does not come after the previous step "
                          f"{_last_report['step']}", "report increasing steps, e.g. the epoch just finished")
+    speed = body["metrics"].get(C.THROUGHPUT_METRIC)
+    if speed is not None:
+        if not (math.isfinite(speed) and speed > 0):
+            raise InputError("report", f"{C.THROUGHPUT_METRIC} {speed} is not a finite number > 0",
+                             "report samples per second, e.g. report(3, loss=0.2, throughput=812.5)")
+        body["gpus"] = gpus()  # a measured efficiency fit needs both
     line = json.dumps(body, separators=(",", ":"))
     sys.stdout.write(C.REPORT_PREFIX + line + "\n")
     sys.stdout.flush()
@@ -259,6 +278,8 @@ def _write_result(body: dict) -> None:
     while len(text.encode()) > RESULT_LIMIT and metrics:
         metrics.pop(next(reversed(metrics)))  # keep the first metrics: the objective comes first
         body.update(metrics=metrics, truncated=True)
+        if C.THROUGHPUT_METRIC not in metrics:
+            body.pop("gpus", None)
         text = json.dumps(body, separators=(",", ":"))
     # Written in place, not renamed: in a pod the path is a file the kubelet mounted.
     with open(path, "w") as f:
