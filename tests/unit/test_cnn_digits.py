@@ -63,5 +63,5 @@ def test_without_torch_the_error_names_the_fix(tmp_path):
     path = os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])
     rc, reports, final, err = run(tmp_path, "cnn_digits", P, 1, extra={"PYTHONPATH": path})
     message = "rung_trainables.cnn_digits: needs torch, which is not installed; pip install 'rung[torch]'"
-    assert rc == 1 and reports == [] and err.strip().endswith(message)
+    assert rc == 1 and reports == [] and err.strip() == f"rung.errors.InputError: {message}"
     assert final == {"error": f"InputError: {message}"}

@@ -169,6 +169,7 @@ def free_port() -> int:
 def main() -> None:
     c = config()  # first: the SDK then records any error in the result file
     if torch is None:
+        sys.tracebacklimit = 0  # one line on stderr: no traceback for a missing install
         raise InputError("rung_trainables.cnn_digits", "needs torch, which is not installed",
                          "pip install 'rung[torch]'")
     world = workers()
