@@ -212,6 +212,8 @@ def test_lost_work_per_preemption_is_at_most_one_checkpoint_interval(kubectl, op
     config.load_kube_config(kubectl.kubeconfig)
     core = client.CoreV1Api()
     root = STATE / "checkpoints" / f"ck-{namespace}"   # under the operator's root: Studies may use no other node path
+    root.mkdir(parents=True)
+    root.chmod(0o777)   # the non-root trials write their step log there, beside their checkpoints
     # disrupted with a 1 s grace period: the trial (PID 1, deaf to SIGTERM) cannot finish first
     manifest = yaml.safe_load(s3_study(namespace, "lost", trials=6, sleep=1.0))
     manifest["spec"]["checkpoints"] = {"uri": f"file://{root}"}
