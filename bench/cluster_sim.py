@@ -118,7 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--k-full", type=int, default=64, help="speed-up: configurations trained to R")
-    ap.add_argument("--target", type=float, default=0.05, help="speed-up: counting ones target regret")
+    ap.add_argument("--target", type=float, default=0.2, help="speed-up: counting ones target regret")
     ap.add_argument("--gpus", type=int, default=64)
     ap.add_argument("--parallelism", type=int, default=8)
     ap.add_argument("--max-trials", type=int, default=729)
