@@ -44,6 +44,9 @@ class SegmentRecord:
     restarts: int = 0                   # attempts after the first (an attempt is a pod or a process)
     losses: int = 0                     # infrastructure losses (counted apart from failures)
     stop_requested: bool = False        # the scheduler said stop; never restart it
+    gpus: int = 0                       # GPUs its pods get (chosen when the segment is recorded)
+    efficiency: float | None = None     # the predicted (or measured) E(gpus) it was chosen with
+    sizing: str = ""                    # why that many, e.g. "4 GPUs: E(5) = 0.62 < 0.70"
 
     def __post_init__(self):
         self.status = SegmentStatus(self.status)

@@ -60,4 +60,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [list, watch]
+# the GPUs the nodes offer (status.allocatable), for sizing trials
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [list]
 {{- end -}}

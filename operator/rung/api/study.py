@@ -22,7 +22,7 @@ ALGORITHMS = (
 # Everything else decides which trials the Study makes, or where their checkpoints are:
 # the CRD refuses changes to it (CEL transition rules) and `rung run` refuses a results
 # folder whose Study differs in it.
-MUTABLE_SPEC = ("limits", "trial", "checkpoints.secretRef", "checkpoints.keepBest", "checkpoints.retain")
+MUTABLE_SPEC = ("limits", "trial", "fairShare", "checkpoints.secretRef", "checkpoints.keepBest", "checkpoints.retain")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -137,16 +137,52 @@ class Limits(_Model):
     max_preemptions: int = Field(10, ge=0)
 
 
+class Scaling(_Model):
+    """How a trial's step time scales with GPUs (data parallel, ring all-reduce): either the
+    step time on one GPU and the interconnect, or a Paleo-style estimate from FLOPs per step
+    and GPU / interconnect names (rung.sizing.GPUS, INTERCONNECTS)."""
+    step_seconds: float | None = Field(None, gt=0, description="Seconds per step on one GPU.")
+    gradient_bytes: float = Field(0, ge=0, description="Bytes all-reduced per step (the gradients).")
+    bandwidth_gbps: float | None = Field(None, gt=0, alias="bandwidthGBps",
+                                         description="Interconnect bandwidth per GPU, GB/s.")
+    latency_seconds: float = Field(0, ge=0, description="Per-hop latency of the all-reduce, seconds.")
+    flops_per_step: float | None = Field(None, gt=0, description="Paleo: FLOPs per step (instead of stepSeconds).")
+    gpu: str | None = Field(None, description="Paleo: the GPU type, e.g. a100.")
+    interconnect: str | None = Field(None, description="Paleo (or instead of bandwidthGBps): e.g. nvlink.")
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        if self.step_seconds is None and self.flops_per_step is None:
+            raise ValueError("give stepSeconds (with bandwidthGBps or interconnect) or flopsPerStep (with gpu)")
+        if self.step_seconds is not None and self.flops_per_step is not None:
+            raise ValueError("give stepSeconds or flopsPerStep, not both")
+        if self.flops_per_step is not None and self.gpu is None:
+            raise ValueError("flopsPerStep needs gpu (e.g. a100)")
+        if self.bandwidth_gbps is None and self.interconnect is None:
+            raise ValueError("give bandwidthGBps or interconnect (e.g. nvlink)")
+        return self
+
+
 class GPUs(_Model):
     min: int = Field(1, ge=0)
     max: int = Field(1, ge=0)
     target_efficiency: float = Field(0.7, gt=0, le=1)
+    scaling: Scaling | None = Field(None, description="The predicted efficiency curve; without it a Study starts "
+                                                      "at min until throughputs it reports at two GPU counts "
+                                                      "give a measured one.")
+    per_gpu: dict[str, str] = Field(default_factory=dict,
+                                    description="Resources a pod requests per GPU it gets (cpu, memory), on top "
+                                                "of spec.trial.resources.")
 
     @model_validator(mode="after")
     def _order(self):
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max}); make min <= max")
         return self
+
+
+class FairShare(_Model):
+    weight: float = Field(1, gt=0, description="This Study's weight in the operator's fair share of GPUs.")
 
 
 class TrialTemplate(_Model):
@@ -194,6 +230,7 @@ class StudySpec(_Model):
     limits: Limits = Field(default_factory=Limits)
     trial: TrialTemplate
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+    fair_share: FairShare = Field(default_factory=FairShare)
 
     @field_validator("search_space")
     @classmethod

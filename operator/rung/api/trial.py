@@ -36,6 +36,10 @@ class Segment(_Model):
     restarts: int = Field(0, ge=0, description="Restarts after a crash or an infrastructure loss.")
     losses: int = Field(0, ge=0, description="Infrastructure losses (preemption, eviction, node loss).")
     stop_requested: bool = Field(False, description="The scheduler stopped it; never restart it.")
+    gpus: int = Field(0, ge=0, description="GPUs its pods get.")
+    efficiency: float | None = Field(None, description="The predicted (or measured) efficiency E(gpus) it was "
+                                                       "sized with.")
+    sizing: str = Field("", description="Why it got that many GPUs.")
     exit_code: int | None = None
     reason: str = ""
     # Times as rung.runtime.records.SegmentDoc keeps them, so a segment round-trips exactly.

@@ -11,6 +11,7 @@ import threading
 
 from rung.api import parse_study
 from rung.controller import metrics
+from rung.controller.gpus import GpuPool, node_gpus
 from rung.controller.storage import StudyStore
 from rung.controller.study import OperatorConfig, StudyController, checkpoint_settings
 from rung.controller.workqueue import WorkQueue
@@ -29,6 +30,7 @@ class PodsRemain(Exception):
 class Controller:
     def __init__(self, kube: Kube, config: OperatorConfig):
         self.kube, self.config = kube, config
+        self.gpus = GpuPool(node_gpus(kube, config.gpu_resource))
         self.pods = ObjectCache(on_change=self._pod_changed)
         self.trials = ObjectCache(keep=metadata_only, on_change=self._trial_changed)
         self.queue = WorkQueue()
@@ -67,7 +69,7 @@ class Controller:
         with self.lock:
             study = self.studies.get(key)
             if study is None or study.study_object()["metadata"]["uid"] != body["metadata"]["uid"]:
-                study = self.studies[key] = StudyController(self.kube, self.pods, self.config, body)
+                study = self.studies[key] = StudyController(self.kube, self.pods, self.config, body, gpus=self.gpus)
                 wake = True
             else:
                 wake = study.observe(body)
@@ -77,6 +79,7 @@ class Controller:
     def forget(self, key: Key) -> None:
         with self.lock:
             self.studies.pop(key, None)
+        self.gpus.forget(key)
         metrics.forget_study(*key)
 
     def delete_study(self, body: dict) -> None:

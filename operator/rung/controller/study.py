@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from rung.api import Study, parse_study
-from rung.controller import policy
-from rung.controller.policy import StudyPolicy, checkpoint_path, under
-from rung.controller import metrics
+from rung.controller import metrics, policy
 from rung.controller.events import TrialEvents, post_event
+from rung.controller.gpus import GpuPool, node_gpus
+from rung.controller.policy import StudyPolicy, checkpoint_path, under
 from rung.controller.storage import StudyStore
 from rung.controller.trial_store import StaleRecords, TrialStore, set_condition, study_conditions
 from rung.errors import InputError
@@ -100,8 +100,11 @@ class TellingTrialStore(TrialStore):
 
 
 class StudyController:
-    def __init__(self, kube: Kube, pods: ObjectCache, config: OperatorConfig, body: dict, clock=time.monotonic):
+    def __init__(self, kube: Kube, pods: ObjectCache, config: OperatorConfig, body: dict, clock=time.monotonic,
+                 gpus: GpuPool | None = None):
+        """`gpus`: the operator's GPU pool, shared by its Studies (a private one if None)."""
         self.kube, self.pods, self.config, self.clock = kube, pods, config, clock
+        self.gpus = gpus or GpuPool(node_gpus(kube, config.gpu_resource))
         self._body, self._lock = body, threading.Lock()
         self.generation = None          # of the spec the loop runs
         self.loop: StudyLoop | None = None
@@ -161,6 +164,7 @@ class StudyController:
             more = self.loop.step()
         except Exception as e:
             return self._failed(e)
+        self.gpus.update(self._key(), list(self.loop.trials.values()), self.loop.done)
         self.backoff = 0.0
         if self.api_hold is not None:   # said once the API answers again, so it is never lost
             hold, self.api_hold = self.api_hold, None
@@ -172,7 +176,8 @@ class StudyController:
             post_event(self.kube, body, "Warning", "Held", f"{hold['reason']}: {hold['message']}")
         if not more:
             return None
-        return self.config.interval if self.loop.holds or self.runtime.live_reports else self.config.resync
+        waiting = self.loop.holds or self.loop.waits   # GPUs another Study frees do not wake this one
+        return self.config.interval if waiting or self.runtime.live_reports else self.config.resync
 
     def _configure(self, body: dict) -> bool:
         """Parse the Study's spec (a new generation): build the loop, or update it."""
@@ -203,8 +208,16 @@ class StudyController:
             self.records.study = self.store.study = study
             self.store.secret = secret
         self.runtime.secret_env = secret
+        self.gpus.register(self._key(), study)
+        sized = study.spec.trial.gpus is not None and study.spec.trial.gpus.max > 0
+        self.loop.sizer = (lambda: self.gpus.choose(self._key(), self.loop.study, list(self.loop.trials.values()))
+                           ) if sized else None
         self.generation = body["metadata"].get("generation")
         return True
+
+    def _key(self) -> tuple[str, str]:
+        meta = self._body["metadata"]
+        return meta["namespace"], meta["name"]
 
     def _failed(self, e: Exception) -> float:
         metrics.reconcile_error("Conflict" if isinstance(e, StaleRecords) else getattr(refusal(e), "cause", "Unexpected"))

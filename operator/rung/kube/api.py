@@ -37,9 +37,9 @@ def api_client() -> client.ApiClient:
 
 
 def path(kind: str, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
-    """The REST path of a collection or an object: kind is pods, events, secrets, leases,
-    studies or trials."""
-    base = {"pods": "/api/v1", "events": "/api/v1", "secrets": "/api/v1",
+    """The REST path of a collection or an object: kind is pods, events, secrets, nodes,
+    leases, studies or trials."""
+    base = {"pods": "/api/v1", "events": "/api/v1", "secrets": "/api/v1", "nodes": "/api/v1",
             "leases": "/apis/coordination.k8s.io/v1"}.get(kind, f"/apis/{GROUP}/{VERSION}")
     out = base + (f"/namespaces/{namespace}" if namespace else "") + f"/{kind}"
     return out + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")

@@ -49,7 +49,8 @@ class SegmentSpec:
     goal: str = "minimize"
     keep_best: int | None = None   # spec.checkpoints.keepBest (None: keep every checkpoint)
     timeout: int | None = None     # spec.trial.timeoutSeconds: the attempt fails after this
-    gpus: int = 0                  # spec.trial.gpus.min (pods only)
+    gpus: int = 0                  # GPUs chosen for the segment (pods only)
+    gpu_resources: dict[str, str] = field(default_factory=dict)   # spec.trial.gpus.perGpu, per GPU
     privileged: bool = False       # spec.trial.privileged (pods only, if the operator allows it)
     host_network: bool = False     # spec.trial.hostNetwork (pods only, if the operator allows it)
 
@@ -79,6 +80,9 @@ def contract_env(spec: SegmentSpec, result_file: str) -> dict[str, str]:
         C.ENV_CHECKPOINT_URI: spec.checkpoint_uri,
         C.ENV_RESULT_FILE: result_file,
     }
+    if spec.gpus:   # what a single-pod multi-GPU launcher (torchrun, DDP) reads
+        env.update({C.ENV_GPUS: str(spec.gpus), "WORLD_SIZE": str(spec.gpus), "LOCAL_WORLD_SIZE": str(spec.gpus),
+                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"})
     if spec.keep_best is not None:
         env.update({C.ENV_KEEP_BEST: str(spec.keep_best), C.ENV_OBJECTIVE: spec.objective,
                     C.ENV_OBJECTIVE_GOAL: spec.goal})

@@ -192,9 +192,11 @@ class KubernetesRuntime(Runtime):
         if self.secret_env:
             container["envFrom"] = [{"secretRef": {"name": self.secret_env}}]
         requests = dict(spec.resources)
-        limits = {k: v for k, v in spec.resources.items() if k == "memory"}
-        if spec.gpus:   # an extended resource: its limit is its request
-            requests[self.gpu_resource] = limits[self.gpu_resource] = str(spec.gpus)
+        if spec.gpus:   # an extended resource: its limit is its request; cpu and memory scale with it
+            for name, per_gpu in spec.gpu_resources.items():
+                requests[name] = _times(per_gpu, spec.gpus, requests.get(name))
+            requests[self.gpu_resource] = str(spec.gpus)
+        limits = {k: v for k, v in requests.items() if k in ("memory", self.gpu_resource)}
         if requests:
             container["resources"] = {"requests": requests, "limits": limits}
         pod_spec = {"restartPolicy": "Never", "containers": [container],
@@ -372,3 +374,10 @@ def _last_line(text: str) -> str:
 
 
 __all__ = ["KubernetesRuntime", "POD_SELECTOR", "STUDY_LABEL", "TRIAL_LABEL", "HANDLED_LABEL"]
+
+
+def _times(quantity: str, n: int, base: str | None) -> str:
+    """`base` + n x `quantity` (Kubernetes quantities, e.g. 2 x 500m + 1 = 2)."""
+    from kubernetes.utils import parse_quantity   # Decimal, exact
+    total = parse_quantity(quantity) * n + (parse_quantity(base) if base else 0)
+    return str(total.normalize()) if total == total.to_integral() else f"{int(total * 1000)}m"

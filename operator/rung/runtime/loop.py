@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import math
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from rung.api import Study
 from rung.records import DIVERGED, RecordStore, SegmentRecord, SegmentStatus, TrialRecord
@@ -23,6 +23,9 @@ from rung.runtime.base import Ended, Outcome, Refused, Report, Runtime, SegmentS
 from rung.schedulers import make_scheduler
 from rung.schedulers.base import FAILED_LOSS, Scheduler
 from rung.storage import trial_uri
+
+if TYPE_CHECKING:
+    from rung.sizing import Choice
 
 
 NO_RESULT = "no trial produced a finite"   # a finished Study without a result starts its reason so
@@ -44,13 +47,15 @@ HOLD_STORE, HOLD_RUNTIME, HOLD_API = "CheckpointStore", "Runtime", "Api"
 class StudyLoop:
     def __init__(self, study: Study, runtime: Runtime, records: RecordStore, *,
                  checkpoint_root: str | None = None, run_id: str | None = None, parallelism: int | None = None,
-                 gate: Callable[[bool], str] | None = None,
+                 gate: Callable[[bool], str] | None = None, sizer: Callable[[], "Choice"] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         """`gate(fresh)`, asked before new segments start, returns "" when they may, else why
         not (e.g. the checkpoint store is unreachable): nothing starts, and the Study waits.
         `fresh` asks it to look again now (a trial has just met a store fault).
         `parallelism` overrides spec.limits.parallelism (`rung run --parallel`).
-        `run_id` names this run in checkpoint paths (default: the Study's uid)."""
+        `run_id` names this run in checkpoint paths (default: the Study's uid).
+        `sizer()`, asked before each new segment, says how many GPUs it gets (rung.sizing
+        Choice); while it says wait, no new segment starts."""
         self.runtime, self.records = runtime, records
         self.run_id = run_id or study.uid
         if not self.run_id:
@@ -59,7 +64,7 @@ class StudyLoop:
         if not self.checkpoint_root:
             raise ValueError("a checkpoint root is needed: set spec.checkpoints.uri or pass checkpoint_root")
         self._parallelism = parallelism
-        self.clock, self.wall, self.gate = clock, wall, gate
+        self.clock, self.wall, self.gate, self.sizer = clock, wall, gate, sizer
         self.update(study)
         self.scheduler: Scheduler | None = None
         self.trials: dict[int, TrialRecord] = {}
@@ -70,6 +75,7 @@ class StudyLoop:
         self._changed = False             # status changed since it was last saved
         self._stops_sent: set[str] = set()   # attempts this loop asked the runtime to stop
         self._store_fault = False            # a trial met a store fault since the gate last looked
+        self.waits = ""                      # why no new segment could start (no GPUs), if so
         self._fresh: set[str] = set()        # attempts this loop recorded and has not started yet
         self._t0: float | None = None
         self._elapsed_before = 0.0
@@ -303,6 +309,10 @@ class StudyLoop:
 
     def _launch(self) -> None:
         while len(self.running_trials()) < self.parallelism:
+            size = self.sizer() if self.sizer is not None else None
+            self.waits = size.reason if size is not None and size.waits else ""
+            if self.waits:
+                return   # no GPUs for it now: segments that end (here or in other Studies) free some
             decision = self.scheduler.ask()
             if decision is None:
                 return
@@ -310,7 +320,10 @@ class StudyLoop:
             if trial is None:
                 trial = TrialRecord(decision.trial, trial_name(self.study.name, decision.trial), decision.config)
                 self.trials[trial.index] = trial
-            trial.segments.append(SegmentRecord(decision.budget, decision.resume_from, started=self.wall()))
+            segment = SegmentRecord(decision.budget, decision.resume_from, started=self.wall())
+            if size is not None:
+                segment.gpus, segment.efficiency, segment.sizing = size.n, size.efficiency, size.reason
+            trial.segments.append(segment)
             self._save(trial)   # recorded first: _start_missing starts it
             self._fresh.add(self._spec(trial).run_name)
             self._next_index = max(self._next_index, trial.index + 1)
@@ -358,7 +371,7 @@ class StudyLoop:
                 self._set_state(StudyState.SUCCEEDED, "")
             else:
                 self._set_state(StudyState.FAILED, self._no_result_reason())
-        elif not self.holds:   # a scheduler that neither runs nor ends would spin forever
+        elif not self.holds and not self.waits:   # a scheduler that neither runs nor ends would spin forever
             self._set_state(StudyState.FAILED, f"algorithm {self.study.spec.algorithm.name!r} has "
                             "nothing to start but is not finished (a scheduler bug)")
 
@@ -399,7 +412,8 @@ class StudyLoop:
             command=list(spec.trial.command), env=dict(spec.trial.env), attempt=seg.restarts,
             image=spec.trial.image, resources=dict(spec.trial.resources), timeout=spec.trial.timeout_seconds,
             objective=spec.objective.metric, goal=spec.objective.goal, keep_best=spec.checkpoints.keep_best,
-            gpus=spec.trial.gpus.min if spec.trial.gpus else 0, privileged=spec.trial.privileged,
+            gpus=seg.gpus, gpu_resources=dict(spec.trial.gpus.per_gpu) if spec.trial.gpus else {},
+            privileged=spec.trial.privileged,
             host_network=spec.trial.host_network)
 
     def _save(self, trial: TrialRecord) -> None:

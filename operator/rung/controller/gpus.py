@@ -1,0 +1,121 @@
+"""The cluster's GPUs as the operator hands them to Studies' segments.
+
+Each Study that asks for GPUs (spec.trial.gpus) registers its weight and demand; before a
+new segment starts, its loop asks `GpuPool.choose`: the GPUs free now, the Study's fair
+share of all of them minus what it holds, and its efficiency curve give the number
+(rung.sizing.choose). Shares are recomputed at every choice, so they follow Studies that
+start, end or change, and they are enforced only at segment boundaries: a running segment
+keeps its GPUs. What a Study holds is the GPUs of its running segments, as its records say.
+
+The total is the sum of the nodes' allocatable GPU resource, read from the API server at
+most every `refresh` seconds. The operator counts only its own trials' GPUs as used.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from typing import Callable, Hashable
+
+from rung.api import Study
+from rung.records import TrialRecord
+from rung.sizing import Choice, Measured, RingAllReduce, choose, paleo, shares
+from rung.trial.contract import THROUGHPUT_METRIC
+
+
+IDEAL = RingAllReduce(1.0, 0.0, 1.0)   # E(n) = 1: sizes a Study without a curve at its minimum
+
+
+def predicted(study: Study):
+    """The efficiency curve the Study declares (None without spec.trial.gpus.scaling)."""
+    scaling = study.spec.trial.gpus.scaling if study.spec.trial.gpus else None
+    if scaling is None:
+        return None
+    if scaling.flops_per_step is not None:
+        return paleo(scaling.flops_per_step, scaling.gradient_bytes, gpu=scaling.gpu,
+                     interconnect=scaling.interconnect or "nvlink")
+    if scaling.bandwidth_gbps is None:   # bandwidth from the interconnect's name
+        model = paleo(1.0, scaling.gradient_bytes, gpu="a100", interconnect=scaling.interconnect)
+        return RingAllReduce(scaling.step_seconds, scaling.gradient_bytes, model.bandwidth_gbps,
+                             scaling.latency_seconds or model.latency_seconds)
+    return RingAllReduce(scaling.step_seconds, scaling.gradient_bytes, scaling.bandwidth_gbps,
+                         scaling.latency_seconds)
+
+
+def measured(trials: list[TrialRecord]) -> Measured | None:
+    """The curve fitted to the throughputs the Study's segments reported, once they ran at
+    two or more GPU counts (it then replaces the prediction)."""
+    points = [(seg.gpus, seg.metrics[THROUGHPUT_METRIC]) for t in trials for seg in t.segments
+              if seg.gpus and isinstance(seg.metrics.get(THROUGHPUT_METRIC), (int, float))]
+    return Measured.fit(points)
+
+
+def held(trials: list[TrialRecord]) -> int:
+    return sum(t.current.gpus for t in trials if t.segments and t.current.running)
+
+
+class GpuPool:
+    def __init__(self, total: Callable[[], int], refresh: float = 30.0, clock=time.monotonic):
+        """`total()` counts the cluster's GPUs (the nodes' allocatable resource)."""
+        self._total, self.refresh, self.clock = total, refresh, clock
+        self._known, self._read_at = 0, -1e9
+        self.lock = threading.Lock()
+        self.studies: dict[Hashable, tuple[float, int]] = {}   # key -> (weight, GPUs wanted at once)
+        self.held: dict[Hashable, int] = {}
+
+    def total(self) -> int:
+        if self.clock() - self._read_at >= self.refresh:
+            self._known, self._read_at = self._total(), self.clock()
+        return self._known
+
+    def register(self, key: Hashable, study: Study) -> None:
+        gpus = study.spec.trial.gpus
+        with self.lock:
+            if gpus is None or gpus.max == 0:
+                self.studies.pop(key, None)
+            else:
+                self.studies[key] = (study.spec.fair_share.weight, gpus.max * study.spec.limits.parallelism)
+
+    def update(self, key: Hashable, trials: list[TrialRecord], done: bool) -> None:
+        """What a Study holds after a step; a Study that ended holds nothing and wants nothing."""
+        with self.lock:
+            if done:
+                self.studies.pop(key, None)
+            self.held[key] = 0 if done else held(trials)
+
+    def forget(self, key: Hashable) -> None:
+        with self.lock:
+            self.studies.pop(key, None)
+            self.held.pop(key, None)
+
+    def choose(self, key: Hashable, study: Study, trials: list[TrialRecord]) -> Choice:
+        """GPUs for the Study's next segment; what it chose counts as held at once, so two
+        Studies deciding together never hand out the same GPUs."""
+        gpus = study.spec.trial.gpus
+        model = measured(trials) or predicted(study)
+        total = self.total()
+        with self.lock:
+            self.held[key] = held(trials)
+            share = shares(total, self.studies).get(key, 0)
+            free = total - sum(self.held.values())
+            if model is None:   # nothing to size by: the minimum, until throughputs are measured
+                choice = choose(IDEAL, gpus.min, gpus.min, 1.0, free, share - self.held[key], total)
+                choice = replace(choice, reason=choice.reason + " (min: no scaling given or measured yet)")
+            else:
+                choice = choose(model, gpus.min, gpus.max, gpus.target_efficiency, free,
+                                share - self.held[key], total)
+            if not choice.waits:
+                self.held[key] += choice.n
+            return choice
+
+
+def node_gpus(kube, resource: str) -> Callable[[], int]:
+    """Counts the GPUs the nodes offer (status.allocatable), skipping nodes that take no pods."""
+    from rung.kube.api import path
+
+    def total() -> int:
+        nodes = kube.request("GET", path("nodes"))["items"]
+        return sum(int((n.get("status") or {}).get("allocatable", {}).get(resource, 0)) for n in nodes
+                   if not (n.get("spec") or {}).get("unschedulable"))
+    return total
