@@ -65,7 +65,8 @@ class GpuPool:
         self.held: dict[Hashable, int] = {}
 
     def total(self) -> int:
-        if self.clock() - self._read_at >= self.refresh:
+        # Read again sooner while none are seen: a node's new GPUs reach its status a little later.
+        if self.clock() - self._read_at >= (self.refresh if self._known else min(self.refresh, 5.0)):
             self._known, self._read_at = self._total(), self.clock()
         return self._known
 
