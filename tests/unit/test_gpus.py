@@ -63,9 +63,15 @@ def test_no_free_gpu_starts_nothing_until_one_is_free():
     study = controller(kube, pods, GpuPool(lambda: total[0], refresh=0), "g")
     study.step()
     assert kube.pods("g") == [] and study.loop.waits.startswith("waits")
+    gpus = next(c for c in kube.get("studies", NS, "g")["status"]["conditions"] if c["type"] == "GpusAvailable")
+    assert (gpus["status"], gpus["reason"]) == ("False", "WaitingForGpus")
+    assert gpus["message"].startswith("waits: 1 of 1 GPUs free, needs 2")
     total[0] = 4
+    study.observe(kube.get("studies", NS, "g"))   # as the Study watch delivers its status write
     study.step()
     assert gpus_running(kube, "g") == 4
+    gpus = next(c for c in kube.get("studies", NS, "g")["status"]["conditions"] if c["type"] == "GpusAvailable")
+    assert (gpus["status"], gpus["reason"]) == ("True", "GpusAvailable")
 
 
 def test_studies_share_gpus_by_weight_at_segment_boundaries_and_one_takes_all_when_the_other_ends():

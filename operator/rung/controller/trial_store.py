@@ -156,7 +156,7 @@ class TrialStore(RecordStore):
             "top": [{"trial": t.name, "value": summary.metric(loss), "budget": budget}
                     for t, budget, loss in top_trials(summary, TOP_K)],
             "conditions": study_conditions(old.get("conditions") or [], phase, status.get("reason", ""),
-                                           status.get("holds") or {}),
+                                           status.get("holds") or {}, status.get("waits", "")),
         }
         self.patch_study_status(patch)
         if phase != old.get("phase"):
@@ -172,8 +172,10 @@ class TrialStore(RecordStore):
                                                body={"status": patch}, merge_patch=True)
 
 
-def study_conditions(conditions: list[dict], phase: str, reason: str, holds: dict[str, dict]) -> list[dict]:
-    """The Study's conditions: its phase, whether it is held (and why), and its store."""
+def study_conditions(conditions: list[dict], phase: str, reason: str, holds: dict[str, dict],
+                     waits: str = "") -> list[dict]:
+    """The Study's conditions: its phase, whether it is held (and why), its store, and
+    whether its next segment waits for GPUs (`waits`: why)."""
     wanted = {
         "Running": ("Running", "TrialsRunning", "trials are running"),
         "Succeeded": ("Succeeded", "AllTrialsDone", "every trial the algorithm asked for is done"),
@@ -190,6 +192,10 @@ def study_conditions(conditions: list[dict], phase: str, reason: str, holds: dic
         conditions = upsert_condition(conditions, "CheckpointStoreReady", "False" if store else "True",
                                       "StoreUnavailable" if store else "StoreReachable",
                                       store or "the checkpoint store answers")
+    if waits or any(c["type"] == "GpusAvailable" for c in conditions):
+        conditions = upsert_condition(conditions, "GpusAvailable", "False" if waits else "True",
+                                      "WaitingForGpus" if waits else "GpusAvailable",
+                                      waits or "its next segments get GPUs")
     return conditions
 
 

@@ -150,7 +150,7 @@ class StudyLoop:
         return sum(t.state == SegmentStatus.FAILED for t in self.trials.values())
 
     def status(self) -> dict:
-        return {"state": self.state, "reason": self.reason, "holds": dict(self.holds),
+        return {"state": self.state, "reason": self.reason, "holds": dict(self.holds), "waits": self.waits,
                 "elapsed": self.elapsed(), "next_index": self._next_index, "updated": self.wall()}
 
     # ---- restore ----------------------------------------------------------------------
@@ -310,7 +310,9 @@ class StudyLoop:
     def _launch(self) -> None:
         while len(self.running_trials()) < self.parallelism:
             size = self.sizer() if self.sizer is not None else None
-            self.waits = size.reason if size is not None and size.waits else ""
+            waits = size.reason if size is not None and size.waits else ""
+            self._changed |= waits != self.waits
+            self.waits = waits
             if self.waits:
                 return   # no GPUs for it now: segments that end (here or in other Studies) free some
             decision = self.scheduler.ask()
