@@ -13,10 +13,10 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import unquote, urlsplit
 
 from rung.api import Study
 from rung.errors import InputError
+from rung.storage import file_path
 
 ADMIN = "ask the operator's admin (Helm value studyPolicy.{})"
 
@@ -81,5 +81,5 @@ def under(uri: str, root: str) -> bool:
     """Whether a file:// URI names the root or a path inside it ('..' resolved first)."""
     if not (uri.startswith("file://") and root.startswith("file://")):
         return False
-    path, base = (posixpath.normpath(unquote(urlsplit(u).path)) for u in (uri, root))
+    path, base = (posixpath.normpath(file_path(u)) for u in (uri, root))
     return path == base or path.startswith(base.rstrip("/") + "/")

@@ -15,7 +15,6 @@ import posixpath
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 from rung.api import Study, parse_study
 from rung.controller import metrics, policy
@@ -31,6 +30,7 @@ from rung.runtime.kubernetes import KubernetesRuntime
 from rung.runtime.loop import HOLD_API, StudyLoop
 from rung.schedulers import make_scheduler
 from rung.schedulers.base import Scheduler
+from rung.storage import file_path
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def checkpoint_volumes(root: str, config: OperatorConfig) -> list[tuple[dict, di
     if not root.startswith("file://"):
         return []
     mounted = config.checkpoint_root if under(root, config.checkpoint_root) else root
-    local = posixpath.normpath(unquote(urlsplit(mounted).path))
+    local = posixpath.normpath(file_path(mounted))
     return [({"name": "rung-checkpoints", "hostPath": {"path": local, "type": "DirectoryOrCreate"}},
              {"name": "rung-checkpoints", "mountPath": local})]
 

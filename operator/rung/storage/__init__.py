@@ -18,13 +18,14 @@ from rung.storage.base import CheckpointStore, StoreUnavailable, format_step, pa
 from rung.storage.file import FileStore
 from rung.storage.s3 import S3Store, parse_s3_uri  # boto3 itself is imported on first use
 
-__all__ = ["CheckpointStore", "FileStore", "S3Store", "StoreGate", "StoreUnavailable", "open_store",
+__all__ = ["CheckpointStore", "FileStore", "S3Store", "StoreGate", "StoreUnavailable", "file_path", "open_store",
            "split_trial_uri", "trial_uri", "format_step", "parse_step"]
 
 _FIELD = "spec.checkpoints.uri"
 
 
-def _file_path(uri: str) -> str:
+def file_path(uri: str) -> str:
+    """The local path of an absolute file:// URI ('..' left as written)."""
     parts = urlsplit(uri)
     if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
         raise InputError(_FIELD, f"{uri!r} is not an absolute file URI",
@@ -44,7 +45,7 @@ def open_store(uri: str) -> CheckpointStore:
     """The store rooted at `uri` (file:///abs/path or s3://bucket/prefix)."""
     if _scheme(uri) == "s3":
         return S3Store(*parse_s3_uri(uri))
-    return FileStore(_file_path(uri))
+    return FileStore(file_path(uri))
 
 
 def study_prefix(namespace: str, study: str, run: str) -> str:
@@ -75,7 +76,7 @@ def split_trial_uri(uri: str) -> tuple[CheckpointStore, str]:
             raise InputError("RUNG_CHECKPOINT_URI", f"{uri!r} names no trial folder",
                              "pass s3://bucket/<root>/<namespace>/<study>/<run>/<trial>")
         return S3Store(bucket, parent), name
-    path = _file_path(uri)
+    path = file_path(uri)
     parent, _, name = path.rpartition("/")
     if not name:
         raise InputError("RUNG_CHECKPOINT_URI", f"{uri!r} names no trial folder",
