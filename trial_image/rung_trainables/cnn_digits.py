@@ -157,6 +157,9 @@ def train(rank: int, world: int, c: dict) -> None:
         else:  # resumed at (or past) the budget: nothing trained, report where it stands
             report(start)
     if world > 1:
+        # Leave together: a rank tearing gloo down while rank 0 still writes the
+        # checkpoint can abort ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 

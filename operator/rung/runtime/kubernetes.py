@@ -36,6 +36,9 @@ POD_SELECTOR = f"{STUDY_LABEL},!{HANDLED_LABEL}"
 # Waiting reasons that will not go away by themselves: the trial fails with this reason.
 _STUCK = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
           "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+# Messages of a container runtime that timed out or raced with itself (a loaded node):
+# the attempt is lost and runs again in a new pod, it is not the trial's fault.
+_TRANSIENT = ("context deadline exceeded", "failed to reserve container name", "DeadlineExceeded")
 # Pod-level reasons of an infrastructure loss: the segment restarts, it is not the trial's fault.
 _LOST_REASONS = {"Evicted", "Preempting", "Shutdown", "NodeShutdown", "NodeLost", "Terminated",
                  "UnexpectedAdmissionError", "OutOfcpu", "OutOfmemory"}
@@ -287,8 +290,10 @@ class KubernetesRuntime(Runtime):
             waiting = (cs.get("state") or {}).get("waiting")
             if waiting and waiting.get("reason") in _STUCK:
                 self._delete(name, quiet=True)
-                return Ended(trial, segment, Outcome.FAILED, None, None,
-                             f"{waiting['reason']}: {waiting.get('message') or cs.get('image')}", attempt)
+                message = waiting.get("message") or cs.get("image")
+                lost = any(t in str(message) for t in _TRANSIENT)
+                return Ended(trial, segment, Outcome.LOST if lost else Outcome.FAILED, None, None,
+                             f"{waiting['reason']}: {message}", attempt)
         return None
 
     def _check_expected(self) -> None:
