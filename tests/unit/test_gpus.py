@@ -55,6 +55,25 @@ def test_a_segment_gets_the_largest_gpu_count_that_reaches_the_target_efficiency
     assert seg["sizing"] == "4 GPUs: E(5) = 0.67 < 0.70"
 
 
+def test_a_study_without_a_curve_probes_a_second_gpu_count_once_it_measured_one():
+    kube, pods = FakeKube(random.Random(1)), ObjectCache()
+    kube.subscribe("pods", POD_SELECTOR, pods)
+    gpu_study(kube, "g", {"min": 1, "max": 4}, parallelism=1, trials=3)
+    study = controller(kube, pods, GpuPool(lambda: 8), "g")
+    study.step()
+    for _ in range(500):
+        if study.loop.done:
+            break
+        kube.tick()
+        kube.deliver()
+        study.step()
+    segments = [kube.get("trials", NS, f"g-{i}")["status"]["segments"][0] for i in range(3)]
+    # 1 GPU (its minimum, no curve); then 2, to measure a second count; then the fit of
+    # the fake trainable's linear throughput (100 per GPU) calls for all 4.
+    assert [s["gpus"] for s in segments] == [1, 2, 4]
+    assert "(probe)" in segments[1]["sizing"] and "(probe)" not in segments[2]["sizing"]
+
+
 def test_no_free_gpu_starts_nothing_until_one_is_free():
     kube, pods = FakeKube(random.Random(1)), ObjectCache()
     kube.subscribe("pods", POD_SELECTOR, pods)

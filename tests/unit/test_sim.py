@@ -54,7 +54,7 @@ def test_fair_share_1_to_3_on_8_gpus_without_preemption():
     # Each wants all 8 GPUs for every segment (perfect scaling, gpus 1..8, one trial at a time).
     a = full_study("a", 6, gpus_min=1, gpus_max=8, weight=1)
     b = full_study("b", 3, gpus_min=1, gpus_max=8, weight=3, arrival=1.0)
-    run = simulate([a, b], 8, "rung", startup_seconds=0)
+    run = simulate([a, b], 8, "oracle", startup_seconds=0)
     segs = run.segments
     # Every segment ran its full length: nothing was cut short when b arrived.
     for s in segs:
@@ -76,7 +76,7 @@ def test_fair_share_1_to_3_on_8_gpus_without_preemption():
 def test_fair_share_off_is_first_come_first_served():
     a = full_study("a", 4, gpus_min=1, gpus_max=8, weight=1)
     b = full_study("b", 1, gpus_min=1, gpus_max=8, weight=3, arrival=1.0)
-    run = simulate([a, b], 8, "rung", fair_share=False, startup_seconds=0)
+    run = simulate([a, b], 8, "oracle", fair_share=False, startup_seconds=0)
     assert [s.study for s in run.segments] == ["a", "a", "a", "a", "b"]
 
 
@@ -104,6 +104,16 @@ def test_rung_replaces_a_wrong_prediction_by_the_measured_fit():
     gpus = [s.gpus for s in sorted(run.segments, key=lambda s: (s.start, s.trial))]
     assert gpus[:2] == [8, 2]  # the prediction, then what was left
     assert gpus[-4:] == [2, 2, 2, 2]  # the measured curve's choice
+
+
+def test_rung_probes_a_second_gpu_count_when_every_segment_would_get_the_same():
+    # One trial at a time with GPUs to spare: the wrong prediction (8) always fits, so only
+    # a probe at another count lets the measured curve (best at 2) take over.
+    declared = RingAllReduce(1.0, 0.0, 1.0, 0.0)
+    st = full_study("a", 6, BEST_AT_2, declared=declared, gpus_min=1, gpus_max=8, parallelism=1)
+    gpus = [s.gpus for s in sorted(simulate([st], 16, "rung", startup_seconds=0).segments,
+                                   key=lambda s: s.start)]
+    assert gpus[:2] == [8, 4] and gpus[-3:] == [2, 2, 2]
 
 
 def test_a_seed_gives_the_same_run():

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from rung.errors import InputError
-from rung.sizing import GPUS, INTERCONNECTS, Measured, RingAllReduce, choose, paleo, shares
+from rung.sizing import GPUS, INTERCONNECTS, Measured, RingAllReduce, choose, paleo, probe, shares
 
 pytestmark = pytest.mark.unit
 
@@ -140,6 +140,23 @@ def test_min_equals_max():
     # Even when the target is missed at that size: min is the floor.
     fixed = choose(KNEE_AT_4, 6, 6, 0.7, free=8)
     assert fixed.n == 6 and fixed.reason == "6 GPUs (min): even E(6) = 0.61 < 0.70"
+
+
+def test_a_study_that_measured_one_gpu_count_probes_a_second():
+    linear = RingAllReduce(1.0, 0.0, 1.0)
+    eight = choose(linear, 1, 8, 0.7, free=16)
+    assert eight.n == 8
+    probed = probe(linear, eight, {8}, set(), 1, 8, free=16)
+    assert probed.n == 4 and probed.reason.startswith("4 GPUs (probe): throughput measured only at 8")
+    assert probe(linear, eight, set(), {8}, 1, 8, free=16) == eight     # nothing measured yet
+    assert probe(linear, eight, {8}, {4}, 1, 8, free=16) == eight       # a probe runs already
+    assert probe(linear, eight, {8, 4}, set(), 1, 8, free=16) == eight  # two counts: the fit decides
+    one = choose(linear, 1, 1, 0.7, free=16)                           # at its minimum: probes up
+    assert probe(linear, one, {1}, {1}, 1, 4, free=16).n == 2
+    assert probe(linear, one, {1}, set(), 1, 4, free=1) == one          # only if it fits
+    assert probe(linear, one, {1}, set(), 1, 4, free=16, share=1) == one
+    fixed = choose(linear, 2, 2, 0.7, free=16)                         # min = max: nothing to probe
+    assert probe(linear, fixed, {2}, set(), 2, 2, free=16) == fixed
 
 
 def test_no_free_gpu_waits():

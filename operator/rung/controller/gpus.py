@@ -20,7 +20,7 @@ from typing import Callable, Hashable
 
 from rung.api import Study
 from rung.records import TrialRecord
-from rung.sizing import Choice, Measured, RingAllReduce, choose, paleo, shares
+from rung.sizing import Choice, Measured, RingAllReduce, choose, paleo, probe, shares
 from rung.trial.contract import THROUGHPUT_METRIC
 
 
@@ -49,6 +49,16 @@ def measured(trials: list[TrialRecord]) -> Measured | None:
     points = [(seg.gpus, seg.metrics[THROUGHPUT_METRIC]) for t in trials for seg in t.segments
               if seg.gpus and isinstance(seg.metrics.get(THROUGHPUT_METRIC), (int, float))]
     return Measured.fit(points)
+
+
+def measured_counts(trials: list[TrialRecord]) -> set[int]:
+    """The GPU counts at which the Study's segments reported a throughput."""
+    return {seg.gpus for t in trials for seg in t.segments
+            if seg.gpus and isinstance(seg.metrics.get(THROUGHPUT_METRIC), (int, float))}
+
+
+def running_counts(trials: list[TrialRecord]) -> set[int]:
+    return {t.current.gpus for t in trials if t.segments and t.current.running and t.current.gpus}
 
 
 def held(trials: list[TrialRecord]) -> int:
@@ -100,12 +110,14 @@ class GpuPool:
             self.held[key] = held(trials)
             share = shares(total, self.studies).get(key, 0)
             free = total - sum(self.held.values())
+            left = share - self.held[key]
             if model is None:   # nothing to size by: the minimum, until throughputs are measured
-                choice = choose(IDEAL, gpus.min, gpus.min, 1.0, free, share - self.held[key], total)
+                choice = choose(IDEAL, gpus.min, gpus.min, 1.0, free, left, total)
                 choice = replace(choice, reason=choice.reason + " (min: no scaling given or measured yet)")
             else:
-                choice = choose(model, gpus.min, gpus.max, gpus.target_efficiency, free,
-                                share - self.held[key], total)
+                choice = choose(model, gpus.min, gpus.max, gpus.target_efficiency, free, left, total)
+            choice = probe(model or IDEAL, choice, measured_counts(trials), running_counts(trials), gpus.min,
+                           gpus.max, free, left)
             if not choice.waits:
                 self.held[key] += choice.n
             return choice

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -115,6 +116,7 @@ class _StudyState:
         self.stalled = False  # the last ask had nothing: no more asks until a result arrives
         self.done = False
         self.points: list[tuple[int, float]] = []  # (GPUs, steps per second) reported
+        self.running_gpus: Counter[int] = Counter()  # GPU count -> segments running at it
         self._fit: EfficiencyModel | None = None
         self.top_budget, self.best = -math.inf, (math.inf, None)  # incumbent, as bench/regret.py
 
@@ -193,6 +195,7 @@ def simulate(studies: list[SimStudy], total_gpus: int, policy: str = "rung", fai
         duration = startup_seconds + units * s.steps_per_unit * s.true_curve.step_time(n)
         st.running += 1
         st.used += n
+        st.running_gpus[n] += 1
         free -= n
         push(now + duration, "finish", (st, d, n, now, reason))
         return True
@@ -221,6 +224,9 @@ def simulate(studies: list[SimStudy], total_gpus: int, policy: str = "rung", fai
         st.scheduler.tell(d.trial, d.budget, loss)
         st.running -= 1
         st.used -= n
+        st.running_gpus[n] -= 1
+        if not st.running_gpus[n]:
+            del st.running_gpus[n]
         free += n
         st.stalled = False
         held = n * (now - began)

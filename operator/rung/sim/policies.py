@@ -4,7 +4,8 @@ so all of them respect the free GPUs and the Study's fair share the same way.
 - `one`: always 1 GPU (min = max = 1).
 - `max`: always the Study's gpus.max (min = max = gpus.max): waits until that many fit.
 - `rung`: Rung's choice from the model the Study declares, replaced by `Measured.fit`
-  of the throughputs its segments reported once they ran at two or more GPU counts.
+  of the throughputs its segments reported once they ran at two or more GPU counts (one
+  segment probes a second count while only one was measured, as in the operator).
 - `oracle`: the same choice computed from the true curve.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rung.sizing import Choice, choose
+from rung.sizing import Choice, choose, probe
 
 if TYPE_CHECKING:
     from rung.sim.cluster import _StudyState
@@ -28,7 +29,10 @@ def choice(policy: str, st: "_StudyState", free: int, share: int | None, total: 
     if policy == "max":
         return choose(s.true_curve, s.gpus_max, s.gpus_max, s.target_efficiency, free, share, total)
     if policy == "rung":
-        return choose(st.model(), s.gpus_min, s.gpus_max, s.target_efficiency, free, share, total)
+        model = st.model()
+        picked = choose(model, s.gpus_min, s.gpus_max, s.target_efficiency, free, share, total)
+        return probe(model, picked, {n for n, _ in st.points}, set(st.running_gpus), s.gpus_min, s.gpus_max,
+                     free, share)
     if policy == "oracle":
         return choose(s.true_curve, s.gpus_min, s.gpus_max, s.target_efficiency, free, share, total)
     raise ValueError(f"unknown policy {policy!r}; use one of: {', '.join(POLICIES)}")

@@ -63,3 +63,25 @@ def choose(model: EfficiencyModel, gpus_min: int, gpus_max: int, target: float, 
     else:
         why = f"fair share {share}{of}, E({n}) = {e:.2f}"
     return Choice(n, e, f"{_gpus(n)}{tag}: {why}")
+
+
+def probe(model: EfficiencyModel, choice: Choice, measured: set[int], running: set[int],
+          gpus_min: int, gpus_max: int, free: int, share: int | None = None) -> Choice:
+    """A segment at a second GPU count while the Study has measured only one.
+
+    The measured curve needs throughputs at two counts; a Study whose prediction puts every
+    segment at the same count would never get them, and a wrong prediction would stand for
+    ever. So once throughputs were reported at exactly one count (`measured`), and no
+    segment runs at another (`running`), a segment chosen at that count runs at half of it,
+    or at twice it when half is below the minimum, if that fits. A trial that reports no
+    throughput never probes: there would be nothing to fit.
+    """
+    if choice.waits or choice.n == 0 or not measured or measured | running != {choice.n}:
+        return choice
+    cap = min(gpus_max, max(free, 0), gpus_max if share is None else max(share, 0))
+    half, double = choice.n // 2, 2 * choice.n
+    n = half if half >= max(gpus_min, 1) else double if double <= cap else None
+    if n is None:
+        return choice
+    return Choice(n, model.efficiency(n), f"{_gpus(n)} (probe): throughput measured only at {choice.n} "
+                                          "so far; a second count lets the measured curve take over")
