@@ -28,7 +28,7 @@ def prune(model: SearchNetwork, threshold: float) -> int:
         weights = model.op_weights(t)
         weak = alive & (weights < threshold)
         strongest = torch.zeros_like(alive)
-        strongest[torch.arange(len(weights)), weights.argmax(dim=-1)] = True
+        strongest[torch.arange(len(weights), device=weights.device), weights.argmax(dim=-1)] = True
         weak &= ~strongest
         pruned += int(weak.sum())
         alive &= ~weak

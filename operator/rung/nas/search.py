@@ -21,13 +21,13 @@ Settings (all optional; unknown keys are rejected):
   arch_weight_decay  1e-3
   order              2          darts: 1 (first order) or 2 (unrolled, finite differences)
   t0                 1.0        asap: initial temperature
-  beta               0.75       asap: temperature factor per epoch
+  beta               0.5        asap: temperature factor per epoch
   grace_temperature  0.8        asap: alphas are trained and ops pruned once T is below it
   prune_threshold    0.05       asap: live ops whose softmax weight is below it are removed
 
 Weights train on the train split, alphas on the val split, one batch of each per step.
-Weight gradients are clipped to norm 5. Everything random (initialisation, alphas, batch
-order) follows `seed`; on CPU with a fixed thread count a resumed search computes exactly
+Weight gradients are clipped to norm 5. Everything random (the data split, initialisation, alphas,
+batch order) follows `seed`; on CPU with a fixed thread count a resumed search computes exactly
 what an uninterrupted one would, epoch for epoch.
 """
 
@@ -56,7 +56,7 @@ COMMON = {"dataset": "digits", "cells": 3, "nodes": 4, "ops": list(CANDIDATE_OPS
           "batch_size": 64, "epochs": 10, "lr": 0.025, "lr_min": 0.001, "momentum": 0.9,
           "weight_decay": 3e-4, "arch_lr": 3e-3, "arch_weight_decay": 1e-3}
 METHOD_DEFAULTS = {"darts": {"order": 2},
-                   "asap": {"t0": 1.0, "beta": 0.75, "grace_temperature": 0.8, "prune_threshold": 0.05}}
+                   "asap": {"t0": 1.0, "beta": 0.5, "grace_temperature": 0.8, "prune_threshold": 0.05}}
 POSITIVE_INTS = ("cells", "nodes", "channels", "batch_size", "epochs")
 NON_NEGATIVE = ("lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_weight_decay")
 
@@ -162,6 +162,7 @@ class Search:
         record = {"epoch": self.epoch, "temperature": self.model.temperature, "lr": lr,
                   "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                   "val_loss": val_loss, "val_accuracy": val_accuracy,
+                  "alphas": {t: self.model.alphas[t].detach().cpu().tolist() for t in CELL_TYPES},
                   "weights": self._weights(), "ops_left": asap.ops_left(self.model)}
         self._history.append(record)
         return self._progress(record, elapsed)
@@ -178,9 +179,10 @@ class Search:
         return derive(self._weights(), self.settings["ops"], self.settings["nodes"], alphas)
 
     def history(self) -> list[dict]:
-        """Per epoch: epoch, temperature, lr, train/val loss and accuracy, op weights
-        {"normal": [edges][ops], "reduction": ...} (columns in settings["ops"] order) and ops
-        left per edge {"normal": [edges], "reduction": [edges]}."""
+        """Per epoch: epoch, temperature, lr, train/val loss and accuracy, `alphas` and op
+        `weights` (softmax(alpha / T) over live ops), each {"normal": [edges][ops],
+        "reduction": ...} with columns in settings["ops"] order, and `ops_left` per edge
+        {"normal": [edges], "reduction": [edges]}."""
         return copy.deepcopy(self._history)
 
     # -- checkpoints ----------------------------------------------------------------------------
