@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from rung import __version__
-from rung.api import Study, load_study
+from rung.api import ArchitectureSearch, Study, load_manifest, load_study
 from rung.errors import InputError
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"rung {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run a Study locally, or resume it")
+    run = sub.add_parser("run", help="run a Study or an ArchitectureSearch locally, or resume it")
     run.add_argument("study", metavar="STUDY.yaml")
     run.add_argument("--parallel", type=_positive, metavar="N",
                      help="trials at once (default: spec.limits.parallelism)")
@@ -128,11 +128,12 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---- run -------------------------------------------------------------------------------
 
-def default_results(study: Study) -> Path:
+def default_results(study: Study | ArchitectureSearch) -> Path:
     return Path.cwd() / ".rung" / study.name
 
 
 def cmd_run(args) -> int:
+    from rung import archsearch_results
     from rung.progress import Progress, progress_line
     from rung.report import format_failed, format_table, summarize
     from rung.runtime.local import LocalRuntime
@@ -141,7 +142,7 @@ def cmd_run(args) -> int:
     from rung.storage import StoreGate, open_store, study_prefix
 
     manifest = Path(args.study)
-    study = load_study(manifest)
+    study, search = load_runnable(manifest)
     cwd = check_study(study, manifest)
     results = (Path(args.results) if args.results else default_results(study)).resolve()
     check_folder(results, study)
@@ -149,6 +150,8 @@ def cmd_run(args) -> int:
     with locked(results):
         check_folder(results, study)   # again, now that no other `rung run` can write it
         records = FolderRecords.create(results, study)
+        if search is not None:
+            archsearch_results.mark(results, search)
         if args.retry_failed:
             print(f"retrying {retry_failed(records)} failed trials", file=sys.stderr)
         root = study.spec.checkpoints.uri or (results / "checkpoints").as_uri()
@@ -177,6 +180,10 @@ def cmd_run(args) -> int:
     print(format_table(summary))
     if failed := format_failed(summary):
         print(failed)
+    finished = state == StudyState.SUCCEEDED   # a search's genotype is the one it ended with
+    if search is not None and finished and archsearch_results.export(results, study, records.run_id, root,
+                                                                     loop.elapsed()):
+        print("\n".join(archsearch_results.summary_lines(results)))
     if held := loop.holds.get(HOLD_STORE):
         print(f"stopped: {held['message']}; then run the same command again to resume ({results})",
               file=sys.stderr)
@@ -191,6 +198,18 @@ def cmd_run(args) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def load_runnable(manifest: Path) -> tuple[Study, ArchitectureSearch | None]:
+    """The Study a manifest runs: itself, or the one-trial Study of an ArchitectureSearch
+    (rung.archsearch), whose trial needs torch here."""
+    runnable = load_manifest(manifest)
+    if not isinstance(runnable, ArchitectureSearch):
+        return runnable, None
+    from rung.archsearch import to_study
+
+    import rung.nas  # noqa: F401 (without torch: one line naming the install)
+    return to_study(runnable), runnable
 
 
 def check_study(study: Study, manifest: Path) -> Path:
@@ -234,19 +253,25 @@ def _stop_on_signals(stop: threading.Event):
 # ---- validate, report --------------------------------------------------------------------
 
 def cmd_validate(args) -> int:
-    study = load_study(args.file)
+    study, search = load_runnable(Path(args.file))
     check_study(study, Path(args.file))
     spec = study.spec
+    if search is not None:
+        print(f"ok: {args.file}: ArchitectureSearch {search.name}, {search.spec.method}, "
+              f"up to {search.spec.epochs} search epochs")
+        return EXIT_OK
     print(f"ok: {args.file}: Study {study.name}, algorithm {spec.algorithm.name}, "
           f"{len(spec.search_space)} parameters, up to {spec.limits.max_trials} trials")
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
+    from rung import archsearch_results
     from rung.report import format_failed, format_table, format_top, summarize, write_plots
     from rung.runtime.folder import FolderRecords
 
     target = Path(args.target)
+    nas_plots: list[Path] = []
     if args.target.startswith("study/") and not target.exists():
         from rung.kube.records import connect, current_namespace, read_study
 
@@ -259,10 +284,14 @@ def cmd_report(args) -> int:
     else:
         if args.namespace:
             raise InputError("--namespace", "applies only to study/NAME", "leave it out for a local Study")
-        results = target if target.is_dir() else default_results(load_study(target))
+        results = target if target.is_dir() else default_results(load_manifest(target))
         records = FolderRecords(results)
         summary = summarize(records.study(), records.load(), records.load_status())
         out = Path(args.out) if args.out else results / "plots"
+        if archsearch_results.is_search(results):   # a search's own pictures, before the Study's
+            for line in archsearch_results.summary_lines(results):
+                print(line)
+            nas_plots = archsearch_results.write_plots(results, out)
     print(format_table(summary))
     print()
     print(format_top(summary))
@@ -273,7 +302,7 @@ def cmd_report(args) -> int:
     if summary.best is None:   # empty plots would say nothing; the reason does
         print(f"no plots: {summary.reason or 'no trial has a result yet'}")
         return EXIT_OK
-    paths = write_plots(summary, out)
+    paths = nas_plots + write_plots(summary, out)
     print("plots: " + ", ".join(str(p) for p in paths))
     return EXIT_OK
 

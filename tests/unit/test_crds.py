@@ -399,7 +399,7 @@ def test_names_printer_columns_and_status_subresource():
     expected = {
         "Study": ("studies", "study", ["Phase", "Best", "Completed", "Running", "Age", "Failed", "Best-Trial"]),
         "Trial": ("trials", "trial", ["Study", "Phase", "Budget", "Reached", "Value", "Age"]),
-        "ArchitectureSearch": ("architecturesearches", "archsearch", ["Method", "Phase", "Age"]),
+        "ArchitectureSearch": ("architecturesearches", "archsearch", ["Method", "Phase", "Epoch", "Val-Accuracy", "Age", "Study", "GPU-Hours"]),
     }
     assert list(by_kind) == list(expected)
     for kind, (plural, short, columns) in expected.items():

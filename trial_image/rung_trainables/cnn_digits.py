@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 from rung import trial  # noqa: E402
 from rung.errors import InputError  # noqa: E402
 from rung_trainables._params import integer, number  # noqa: E402
+from rung_trainables._torch import cpu_copy  # noqa: E402
 
 try:
     import torch
@@ -72,17 +73,6 @@ def model(channels: int, hidden: int):
         nn.Flatten(), nn.Linear(2 * channels * 4 * 4, hidden), nn.ReLU(), nn.Linear(hidden, 10))
 
 
-def _cpu(obj):
-    """A copy with every tensor on the CPU: a checkpoint loads on any device."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu(v) for v in obj)
-    return obj
-
-
 def train(rank: int, world: int, c: dict) -> None:
     cuda = trial.gpus() > 0
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
@@ -119,7 +109,7 @@ def train(rank: int, world: int, c: dict) -> None:
     step = DistributedDataParallel(net, device_ids=[rank] if cuda else None) if world > 1 else net
 
     def snapshot(epoch: int) -> dict:
-        return {"epoch": epoch, "model": _cpu(net.state_dict()), "optimizer": _cpu(opt.state_dict()),
+        return {"epoch": epoch, "model": cpu_copy(net.state_dict()), "optimizer": cpu_copy(opt.state_dict()),
                 "rng": rng.bit_generator.state}
 
     def report(epoch: int, **more) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from rung.api.archsearch import ArchitectureSearchSpec, ArchitectureSearchStatus
+from rung.api.archsearch import MUTABLE_SEARCH_SPEC, ArchitectureSearchSpec, ArchitectureSearchStatus
 from rung.api.study import MUTABLE_SPEC, StudySpec, StudyStatus
 from rung.api.trial import TrialSpec, TrialStatus
 
@@ -56,9 +56,15 @@ KINDS: list[tuple[str, str, str, type[BaseModel], type[BaseModel], list[dict]]] 
      ArchitectureSearchStatus, [
         {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
         _PHASE,
+        {"name": "Epoch", "type": "integer", "jsonPath": ".status.epoch"},
+        {"name": "Val-Accuracy", "type": "number", "jsonPath": ".status.valAccuracy"},
         _AGE,
+        {"name": "Study", "type": "string", "jsonPath": ".status.study", "priority": 1},
+        {"name": "GPU-Hours", "type": "number", "jsonPath": ".status.gpuHours", "priority": 1},
     ]),
 ]
+
+MUTABLE = {"Study": MUTABLE_SPEC, "ArchitectureSearch": MUTABLE_SEARCH_SPEC}   # spec fields that may change
 
 HEADER = "# Generated from rung.api by `rung crds --write crds/`; do not edit.\n"
 
@@ -77,8 +83,8 @@ def crds() -> list[dict]:
 def crd(kind: str, plural: str, short: str, spec: type[BaseModel], status: type[BaseModel],
         columns: list[dict]) -> dict:
     spec_schema = model_schema(spec)
-    if kind == "Study":
-        immutable(spec_schema, MUTABLE_SPEC)
+    if kind in MUTABLE:
+        immutable(spec_schema, MUTABLE[kind], kind=kind)
     root = {
         "description": f"A Rung {kind}.",
         "type": "object",
@@ -112,7 +118,7 @@ def crd(kind: str, plural: str, short: str, spec: type[BaseModel], status: type[
     }
 
 
-def immutable(schema: dict, mutable: tuple[str, ...], where: str = "spec") -> None:
+def immutable(schema: dict, mutable: tuple[str, ...], where: str = "spec", kind: str = "Study") -> None:
     """Give every property of `schema` that is not (under) a `mutable` path a CEL
     transition rule refusing changes, so the API server turns the edit away with a message."""
     for name, prop in schema["properties"].items():
@@ -120,11 +126,11 @@ def immutable(schema: dict, mutable: tuple[str, ...], where: str = "spec") -> No
         if name in mutable:
             continue
         if inner:
-            immutable(prop, inner, f"{where}.{name}")
+            immutable(prop, inner, f"{where}.{name}", kind)
             continue
         prop["x-kubernetes-validations"] = [{
             "rule": "self == oldSelf",
-            "message": f"{where}.{name} cannot change once the Study exists; create a new Study to change it"}]
+            "message": f"{where}.{name} cannot change once the {kind} exists; create a new {kind} to change it"}]
 
 
 def model_schema(model: type[BaseModel]) -> dict:

@@ -11,11 +11,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from rung.api.archsearch import ArchitectureSearch
 from rung.api.study import API_VERSION, Study
 from rung.errors import InputError
 
 _PARAM_TYPES = ("float", "int", "categorical", "ordinal")
 _TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
+RUNNABLE = ("Study", "ArchitectureSearch")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -34,6 +36,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_study(path: str | Path) -> Study:
     """Read a Study manifest from a file."""
+    return parse_study(read_manifest(path), source=str(path))
+
+
+def load_manifest(path: str | Path) -> "Study | ArchitectureSearch":
+    """Read a Study or an ArchitectureSearch manifest from a file."""
+    doc = read_manifest(path)
+    if isinstance(doc, dict) and doc.get("kind") == "ArchitectureSearch":
+        return parse_archsearch(doc, source=str(path))
+    return parse_study(doc, source=str(path))
+
+
+def read_manifest(path: str | Path) -> Any:
+    """A manifest file's YAML, parsed (a duplicated key is an error)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -42,31 +57,42 @@ def load_study(path: str | Path) -> Study:
     except UnicodeDecodeError as e:
         raise InputError(str(path), f"is not UTF-8 text (byte {e.start})", "save the manifest as UTF-8")
     try:
-        doc = yaml.load(text, Loader=_UniqueKeyLoader)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise InputError(where, f"malformed YAML ({problem})", "fix the syntax at that line")
-    return parse_study(doc, source=str(path))
 
 
 def parse_study(doc: Any, source: str = "manifest") -> Study:
     """Validate a parsed manifest (a dict) as a Study."""
+    return _parse(doc, source, Study)
+
+
+def parse_archsearch(doc: Any, source: str = "manifest") -> ArchitectureSearch:
+    """Validate a parsed manifest (a dict) as an ArchitectureSearch, its method's settings included."""
+    search = _parse(doc, source, ArchitectureSearch)
+    search.spec.search_settings()
+    return search
+
+
+def _parse(doc: Any, source: str, model: type[BaseModel]):
+    kind = model.model_fields["kind"].default
     if not isinstance(doc, dict):
-        raise InputError(source, "is not a YAML mapping", "write a Study manifest (apiVersion, kind, metadata, spec)")
-    kind = doc.get("kind")
-    if kind != "Study":
-        raise InputError("kind", f"{kind!r} is not a kind this command runs", "use kind: Study")
+        raise InputError(source, "is not a YAML mapping", f"write a {kind} manifest (apiVersion, kind, metadata, spec)")
+    if doc.get("kind") != kind:
+        hint = "use kind: Study or kind: ArchitectureSearch" if doc.get("kind") not in RUNNABLE else f"use kind: {kind}"
+        raise InputError("kind", f"{doc.get('kind')!r} is not a kind this command runs", hint)
     if doc.get("apiVersion") != API_VERSION:
         raise InputError("apiVersion", f"{doc.get('apiVersion')!r} is not supported", f"use apiVersion: {API_VERSION}")
     for key in doc:
         if key not in _TOP_LEVEL:
             raise _unknown(str(key), _TOP_LEVEL)
     try:
-        return Study.model_validate(doc)
+        return model.model_validate(doc)
     except ValidationError as e:
-        raise _first_error(e) from None
+        raise _first_error(e, model) from None
 
 
 def _unknown(field: str, known) -> InputError:
@@ -76,9 +102,9 @@ def _unknown(field: str, known) -> InputError:
     return InputError(field, "is not a known field", fix)
 
 
-def _known_fields(loc: tuple) -> list[str]:
-    """The field names (as written in manifests) of the model at `loc` under Study, if any."""
-    model: Any = Study
+def _known_fields(loc: tuple, root: type[BaseModel]) -> list[str]:
+    """The field names (as written in manifests) of the model at `loc` under `root`, if any."""
+    model: Any = root
     for part in loc:
         fields = {f.alias or n: f for n, f in model.model_fields.items()}
         if part not in fields:
@@ -91,7 +117,7 @@ def _known_fields(loc: tuple) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items()]
 
 
-def _first_error(e: ValidationError) -> InputError:
+def _first_error(e: ValidationError, root: type[BaseModel]) -> InputError:
     errors = e.errors()
     # A misspelt field also shows as its correct name missing: name the misspelling.
     errors.sort(key=lambda err: err["type"] != "extra_forbidden")
@@ -104,7 +130,7 @@ def _first_error(e: ValidationError) -> InputError:
     if kind == "missing":
         return InputError(field, "is required" + more, "add it")
     if kind == "extra_forbidden":
-        return _unknown(field, _known_fields(tuple(loc[:-1])))
+        return _unknown(field, _known_fields(tuple(loc[:-1]), root))
     if kind == "union_tag_invalid":
         return InputError(field + ".type", f"{err['input'].get('type')!r} is not a parameter type" + more,
                           f"use one of: {', '.join(_PARAM_TYPES)}")

@@ -11,10 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ZERO = "zero"
-SKIP = "skip_connect"
-CANDIDATE_OPS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
-                 "max_pool_3x3", "avg_pool_3x3", SKIP, ZERO)
+from rung.api.nas import CANDIDATE_OPS, SKIP, ZERO  # noqa: F401 (the names live where torch is not needed)
 
 
 class ReLUConvBN(nn.Sequential):

@@ -230,6 +230,21 @@ class CheckpointStore(ABC):
             skipped(self.location(base), loaded)
         return None
 
+    def load_file(self, key_prefix: str, name: str) -> tuple[float, bytes] | None:
+        """One file of the highest-step sealed checkpoint that has it intact: (step, bytes),
+        or None. Reads that file and the manifests alone (an artefact beside a large state)."""
+        prefix = check_prefix(key_prefix)
+        steps = sorted((s for s in map(parse_step, self._children(prefix)) if s is not None), reverse=True)
+        for step in steps:
+            base = f"{prefix}/{format_step(step)}"
+            body = parse_manifest(self._get(f"{base}/{MANIFEST}"), step)
+            entry = body["files"].get(name) if body is not None else None
+            if isinstance(entry, dict):
+                data = self._get(f"{base}/{check_file_name(name)}")
+                if intact(entry, data):
+                    return step, data
+        return None
+
     def abort_incomplete(self, key_prefix: str) -> int:
         """Abort the writes under key_prefix that were cut off (a pod killed mid-upload):
         unfinished S3 multipart uploads, a folder's leftover temp files. Readers never see

@@ -137,9 +137,11 @@ def checkpoint_step() -> float:
     return _loaded_step if _loaded_step is not None else 0
 
 
-def save_checkpoint(state: Any, step: float) -> None:
+def save_checkpoint(state: Any, step: float, files: dict[str, bytes] | None = None) -> None:
     """Pickle `state` as this trial's checkpoint at `step`, sealed (no-op without a URI).
-    The manifest keeps the metrics reported at this same step; then retention runs."""
+    `files` ({name: bytes}) are artefacts sealed with it, e.g. a model in a portable format
+    or JSON others read without unpickling the state. The manifest keeps the metrics
+    reported at this same step; then retention runs."""
     global _last_saved_step, _last_saved_time
     where = _store()
     if where is None:
@@ -150,7 +152,10 @@ def save_checkpoint(state: Any, step: float) -> None:
         _swept.add(uri)
         _housekeeping("aborting cut-off uploads", lambda: store.abort_incomplete(prefix))
     reported = _last_report.get("metrics") if _last_report.get("step") == _number(step) else None
-    store.save(prefix, step, {STATE_FILE: pickle.dumps(state, protocol=5)}, metrics=reported, owner=_owner())
+    if files and STATE_FILE in files:
+        raise InputError("save_checkpoint", f"files may not be named {STATE_FILE}", "rename the artefact")
+    store.save(prefix, step, {**(files or {}), STATE_FILE: pickle.dumps(state, protocol=5)}, metrics=reported,
+               owner=_owner())
     _last_saved_step, _last_saved_time = float(step), time.monotonic()
     _housekeeping("checkpoint retention", lambda: _prune(store, prefix))
 
