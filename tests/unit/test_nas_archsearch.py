@@ -150,3 +150,53 @@ def test_a_search_killed_mid_way_resumes_to_the_uninterrupted_genotype(tmp_path)
         torch.set_num_threads(threads)
     assert json.loads((results / "genotype.json").read_text()) == reference.genotype()
     assert [h["alphas"] for h in history] == [h["alphas"] for h in reference.history()]
+
+
+# ---- the operator's side, against the in-memory API (tests/unit/fake_kube.py) ------------
+
+def test_the_operator_creates_the_owned_study_and_mirrors_it(tmp_path):
+    from fake_kube import FakeKube
+    from rung.controller import archsearch
+    from rung.controller.study import OperatorConfig
+    from rung.storage import FileStore, study_prefix
+
+    kube = FakeKube()
+    config = OperatorConfig("rung-trial:0.1.0", (tmp_path / "ckpt").as_uri())
+    body = kube.request("POST", "/apis/rung.dev/v1alpha1/namespaces/default/architecturesearches",
+                        body=manifest())
+    archsearch.reconcile(kube, config, body)
+    study = kube.get("studies", "default", "tiny")
+    (owner,) = study["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("ArchitectureSearch", body["metadata"]["uid"], True)
+    assert study["spec"]["budget"] == {"min": 3.0, "max": 3.0, "unit": "epochs"}
+    archsearch.reconcile(kube, config, kube.get("architecturesearches", "default", "tiny"))   # idempotent
+
+    # the trial's latest checkpoint and the Study's end show in the search's status
+    prefix = f"{study_prefix('default', 'tiny', study['metadata']['uid'])}/tiny-0"
+    progress = {"epoch": 3, "val_accuracy": 0.5, "genotype": {"normal": []}, "ops_left": {"normal": [4]},
+                "search_seconds": 2.0, "resumed_from": 1}
+    FileStore(tmp_path / "ckpt").save(prefix, 3, {"state.pkl": b"x", "progress.json": json.dumps(progress).encode(),
+                                                  "genotype.json": b'{"normal": [[["skip_connect", 0]]]}',
+                                                  "evaluation.json": b'{"test_accuracy": 0.9}'})
+    kube.request("PATCH", "/apis/rung.dev/v1alpha1/namespaces/default/studies/tiny/status", merge_patch=True,
+                 body={"status": {"phase": "Succeeded"}})
+    archsearch.reconcile(kube, config, kube.get("architecturesearches", "default", "tiny"))
+    status = kube.get("architecturesearches", "default", "tiny")["status"]
+    assert (status["phase"], status["epoch"], status["resumedFrom"], status["opsLeft"]) == (
+        "Succeeded", 3, 1, {"normal": [4]})
+    assert status["genotype"] == {"normal": [[["skip_connect", 0]]]} and status["evaluation"]["testAccuracy"] == 0.9
+    assert archsearch.finished(kube.get("architecturesearches", "default", "tiny"))
+
+
+def test_the_operator_marks_a_bad_search_invalid(tmp_path):
+    from fake_kube import FakeKube
+    from rung.controller import archsearch
+    from rung.controller.study import OperatorConfig
+
+    kube = FakeKube()
+    body = kube.request("POST", "/apis/rung.dev/v1alpha1/namespaces/default/architecturesearches",
+                        body=manifest(settings={"bogus": 1}))
+    archsearch.reconcile(kube, OperatorConfig("img", (tmp_path / "c").as_uri()), body)
+    status = kube.get("architecturesearches", "default", "tiny")["status"]
+    assert status["phase"] == "Invalid" and status["message"].startswith("spec.settings.bogus:")
+    assert kube.request("GET", "/apis/rung.dev/v1alpha1/namespaces/default/studies")["items"] == []

@@ -28,8 +28,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "rung.namespacedRules" -}}
 # Rung's resources: status and metadata only, never a spec; Trials are created and deleted.
 - apiGroups: [rung.dev]
-  resources: [studies, architecturesearches]
+  resources: [architecturesearches]
   verbs: [get, list, watch, patch, update]
+# an ArchitectureSearch runs as a Study it owns: the operator creates that one
+- apiGroups: [rung.dev]
+  resources: [studies]
+  verbs: [get, list, watch, create, patch, update]
 - apiGroups: [rung.dev]
   resources: [trials]
   verbs: [get, list, watch, create, delete, patch, update]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import kopf
 
-from rung.controller import metrics
+from rung.controller import archsearch, metrics
 from rung.controller.manager import Controller, PodsRemain
 from rung.kube.api import Kube, api_client
 
@@ -61,3 +61,20 @@ def delete_checkpoints(body, memo: kopf.Memo, **_):
         memo.controller.delete_study(dict(body))
     except PodsRemain as e:
         raise kopf.TemporaryError(str(e), delay=2)
+
+
+# ---- ArchitectureSearch: a one-trial Study it owns, mirrored into its status -------------
+
+ARCHSEARCH_INTERVAL = 2.0   # seconds between mirrors of a running search's progress
+
+
+@kopf.on.event("rung.dev", "v1alpha1", "architecturesearches")
+def archsearch_event(event, body, memo: kopf.Memo, **_):
+    if event.get("type") != "DELETED":   # the garbage collector deletes its Study
+        archsearch.reconcile(memo.controller.kube, memo.config, dict(body))
+
+
+@kopf.timer("rung.dev", "v1alpha1", "architecturesearches", interval=ARCHSEARCH_INTERVAL,
+            when=lambda body, **_: not archsearch.finished(body))
+def archsearch_progress(body, memo: kopf.Memo, **_):
+    archsearch.reconcile(memo.controller.kube, memo.config, dict(body))
