@@ -129,6 +129,16 @@ def test_an_end_is_reported_until_released_then_the_pod_leaves_the_watch(w):
     assert "s-0-s0" not in w.pods.snapshot(("ns", "s"))
 
 
+def test_a_result_with_its_curve_ends_the_segment_without_reading_the_log(w):
+    w.runtime.start(spec())
+    w.poll()
+    result = {"step": 3, "metrics": {"loss": 0.2}, "curve": [[1, 0.5], [3, 0.2]]}
+    w.set("s-0-s0", status("Succeeded", term(0, json.dumps(result))))
+    calls = w.kube.calls
+    assert w.poll() == [Ended("s-0", 0, Outcome.SUCCEEDED, 0, result)]
+    assert w.kube.calls == calls   # no GET of the log
+
+
 @pytest.mark.parametrize("pod_status,outcome,reason", [
     (status("Failed", term(3)), Outcome.FAILED, "exited with code 3"),
     (status("Failed", term(1, json.dumps({"step": 2, "error": "ValueError: lr"}))), Outcome.FAILED, "ValueError: lr"),

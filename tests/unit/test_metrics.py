@@ -5,10 +5,13 @@ documented in rung.controller.metrics, and Trial Events go out once per transiti
 from __future__ import annotations
 
 import copy
+import functools
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fake_kube import FakeKube, api_error
 from rung.cli import _parser, main
 from rung.controller import metrics
-from rung.controller.events import Mark, transitions
+from rung.controller.events import EventPoster, Mark, post_event, transitions
 from rung.controller.leader import LeaderElection
 from rung.controller.manager import Controller
 from rung.controller.study import OperatorConfig
@@ -124,6 +127,8 @@ class Operator:
     def __init__(self, kube: FakeKube):
         self.kube = kube
         self.controller = Controller(kube, OperatorConfig("img:1", "file:///ckpt", (NS,)))
+        self.controller.events.close()   # the fake is single-threaded: Trial Events go out in the step
+        self.controller.events = SimpleNamespace(put=functools.partial(post_event, kube), close=lambda: None)
         self.pod_events: list[tuple[str, str, str]] = []   # (kind, pod, phase) as the watch showed them
         on_change = self.controller.pods.on_change
 
@@ -366,3 +371,60 @@ def test_operator_flags():
 def test_a_metrics_port_out_of_range_is_refused_before_anything_starts(capsys):
     assert main(["operator", "--metrics-port", "70000"]) == 2
     assert "error: --metrics-port: 70000 is not a port; give 1 to 65535, or 0 for none" in capsys.readouterr().err
+
+
+class RecordingKube:
+    """Thread-safe: records each Event POST (with when it came) and can refuse them."""
+
+    def __init__(self, refuse=False):
+        self.lock, self.posted, self.refuse = threading.Lock(), [], refuse
+
+    def request(self, method, url, *, body=None, **kw):
+        if self.refuse:
+            raise api_error(503, "unavailable")
+        with self.lock:
+            self.posted.append(body["reason"])
+        return {}
+
+
+def trial_obj(name):
+    return {"apiVersion": "rung.dev/v1alpha1", "kind": "Trial", "metadata": {"name": name, "namespace": NS, "uid": "u"}}
+
+
+def test_trial_events_go_out_from_their_own_thread_in_order_at_a_bounded_rate_and_overflow_is_dropped():
+    kube, release = RecordingKube(), threading.Event()
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        release.wait(5)   # holds the poster after its first Event until released
+
+    poster = EventPoster(kube, rate=20, capacity=3, sleep=sleep)
+    poster.put(trial_obj("t-0"), "Normal", "R0", "m")
+    deadline = time.monotonic() + 5
+    while not sleeps and time.monotonic() < deadline:   # the poster sent it and is held
+        time.sleep(0.01)
+    for i in range(1, 6):
+        poster.put(trial_obj(f"t-{i}"), "Normal", f"R{i}", "m")   # never blocks the caller
+    assert poster.dropped == 2   # three wait; the other two did not fit
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(kube.posted) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    poster.close()
+    assert kube.posted == ["R0", "R1", "R2", "R3"]
+    assert sleeps and all(s == pytest.approx(0.05) for s in sleeps)   # 20 a second at most
+
+
+def test_an_event_the_api_refuses_is_logged_and_the_poster_goes_on():
+    kube = RecordingKube(refuse=True)
+    poster = EventPoster(kube, rate=1000)
+    poster.put(trial_obj("t"), "Normal", "R", "m")
+    time.sleep(0.1)
+    kube.refuse = False
+    poster.put(trial_obj("t"), "Normal", "S", "m")
+    deadline = time.monotonic() + 5
+    while not kube.posted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    poster.close()
+    assert kube.posted == ["S"] and not poster.thread.is_alive()

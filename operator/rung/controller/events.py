@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
+import threading
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from rung.controller import metrics
 from rung.kube.api import GROUP, VERSION, Kube, message_of, path
@@ -120,11 +124,46 @@ class TrialEvents:
                        "metadata": {"name": trial.name, "namespace": self.namespace, "uid": uid}}
                 self.untold.append((obj, change))
 
-    def post(self, kube: Kube) -> None:
-        """Post the Events told since the last call. When one cannot be posted, the API is
-        not answering: the rest are dropped rather than each waiting out its timeout."""
+    def post(self, send: Callable[[dict, str, str, str], object]) -> None:
+        """Hand the Events told since the last call to `send(obj, type, reason, message)`:
+        post_event bound to a client, or an EventPoster's put (the operator's)."""
         untold, self.untold = self.untold, []
-        for i, (obj, change) in enumerate(untold):
-            if not post_event(kube, obj, change.type, change.reason, change.message):
-                log.info("%d Trial Events of Study %s/%s dropped", len(untold) - i, self.namespace, self.study)
-                return
+        for obj, change in untold:
+            send(obj, change.type, change.reason, change.message)
+
+
+class EventPoster:
+    """Posts Trial Events from one thread of its own, so no Study step waits for them, at
+    most `rate` a second whatever the number of trials; beyond `capacity` waiting, new
+    ones are dropped (and counted in the log): they are a courtesy, the Trial's status
+    holds the same facts."""
+
+    def __init__(self, kube: Kube, rate: float = 10.0, capacity: int = 1000, sleep=time.sleep):
+        self.kube, self.interval, self.sleep = kube, 1.0 / rate, sleep
+        self.queue: queue.Queue = queue.Queue(capacity)
+        self.dropped = 0
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="events", daemon=True)
+        self.thread.start()
+
+    def put(self, obj: dict, type_: str, reason: str, message: str) -> None:
+        try:
+            self.queue.put_nowait((obj, type_, reason, message))
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.info("%d Trial Events dropped so far: more than the API should get", self.dropped)
+
+    def close(self) -> None:
+        """Stop; Events still waiting are dropped."""
+        self.closed.set()
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self.closed.is_set():
+            try:
+                item = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            post_event(self.kube, *item)
+            self.sleep(self.interval)

@@ -11,6 +11,7 @@ import threading
 
 from rung.api import parse_study
 from rung.controller import metrics
+from rung.controller.events import EventPoster
 from rung.controller.gpus import GpuPool, node_gpus
 from rung.controller.storage import StudyStore
 from rung.controller.study import OperatorConfig, StudyController, checkpoint_settings
@@ -31,6 +32,7 @@ class Controller:
     def __init__(self, kube: Kube, config: OperatorConfig):
         self.kube, self.config = kube, config
         self.gpus = GpuPool(node_gpus(kube, config.gpu_resource))
+        self.events = EventPoster(kube)
         self.pods = ObjectCache(on_change=self._pod_changed)
         self.trials = ObjectCache(keep=metadata_only, on_change=self._trial_changed)
         self.queue = WorkQueue()
@@ -62,6 +64,7 @@ class Controller:
         self.stopping.set()
         for worker in self.workers:
             worker.join(timeout=30)
+        self.events.close()
 
     # ---- Studies, as kopf sees them ---------------------------------------------------
     def observe(self, body: dict) -> None:
@@ -69,7 +72,8 @@ class Controller:
         with self.lock:
             study = self.studies.get(key)
             if study is None or study.study_object()["metadata"]["uid"] != body["metadata"]["uid"]:
-                study = self.studies[key] = StudyController(self.kube, self.pods, self.config, body, gpus=self.gpus)
+                study = self.studies[key] = StudyController(self.kube, self.pods, self.config, body, gpus=self.gpus,
+                                                               events=self.events.put)
                 wake = True
             else:
                 wake = study.observe(body)

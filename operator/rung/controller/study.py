@@ -10,11 +10,13 @@ change to a Trial is simply reloaded. Nothing of this counts against the Study's
 
 from __future__ import annotations
 
+import functools
 import logging
 import posixpath
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from rung.api import Study, parse_study
 from rung.controller import metrics, policy
@@ -101,9 +103,11 @@ class TellingTrialStore(TrialStore):
 
 class StudyController:
     def __init__(self, kube: Kube, pods: ObjectCache, config: OperatorConfig, body: dict, clock=time.monotonic,
-                 gpus: GpuPool | None = None):
-        """`gpus`: the operator's GPU pool, shared by its Studies (a private one if None)."""
+                 gpus: GpuPool | None = None, events: Callable[[dict, str, str, str], object] | None = None):
+        """`gpus`: the operator's GPU pool, shared by its Studies (a private one if None);
+        `events`: where Trial Events go (the operator's EventPoster; posted at once if None)."""
         self.kube, self.pods, self.config, self.clock = kube, pods, config, clock
+        self.send_event = events or functools.partial(post_event, kube)
         self.gpus = gpus or GpuPool(node_gpus(kube, config.gpu_resource))
         self._body, self._lock = body, threading.Lock()
         self.generation = None          # of the spec the loop runs
@@ -148,7 +152,7 @@ class StudyController:
         finally:
             metrics.decision(time.monotonic() - started)
             if self.records is not None:
-                self.records.events.post(self.kube)
+                self.records.events.post(self.send_event)
             metrics.study_status(self.study_object())
 
     def _step(self) -> float | None:

@@ -11,6 +11,7 @@ RUNG_ETCD_VERSION="${RUNG_ETCD_VERSION:-v3.6.16}"
 RUNG_PAUSE_TAG="${RUNG_PAUSE_TAG:-3.10-rung}"
 RUNG_TOXIPROXY_VERSION="${RUNG_TOXIPROXY_VERSION:-v2.12.0}"   # newest v2 the Go proxy served
 RUNG_HELM_VERSION="${RUNG_HELM_VERSION:-v3.22.0}"             # newest v3 the Go proxy served
+RUNG_KWOK_VERSION="${RUNG_KWOK_VERSION:-v0.7.0}"               # simulated nodes for bench/scale
 
 K8S_DIR="$RUNG_CACHE/k8s/$RUNG_K8S_VERSION"
 K8S_BIN="$K8S_DIR/bin"
@@ -22,6 +23,8 @@ TOXIPROXY_DIR="$RUNG_CACHE/toxiproxy/$RUNG_TOXIPROXY_VERSION"
 TOXIPROXY_BIN="$TOXIPROXY_DIR/bin"
 HELM_DIR="$RUNG_CACHE/helm/$RUNG_HELM_VERSION"
 HELM_BIN="$HELM_DIR/bin"
+KWOK_DIR="$RUNG_CACHE/kwok/$RUNG_KWOK_VERSION"
+KWOK_BIN="$KWOK_DIR/bin"
 # `up` links kubectl and helm here, so tests and people find them at one documented path.
 RUNG_BIN="$RUNG_CACHE/bin"
 

@@ -1,0 +1,358 @@
+"""The operator at scale, on the harness's real API server and etcd with KWOK nodes.
+
+`bench/scale/run [--trials N] [--concurrent M] [--studies S] [--gpus G]` starts the test
+cluster (tests/cluster/up), cordons its real node, adds G/8 simulated 8-GPU nodes (KWOK),
+starts one `rung operator` (unless --use-running-operator), applies S ASHA Studies of
+N/S trials, M/S at a time, each trial on 1 GPU, and lets `kwok.Finisher` end each
+trial pod after its simulated duration (--unit-seconds per budget unit, varied by
++-jitter) with a multi-fidelity Hartmann-6 result.
+
+It measures, from its own watch of the pods: the time from a pod's completion to the
+creation of the pod that takes its slot (per Study, first come first served), the share
+of GPUs held by running trial pods while new trials remain to start, the operator's CPU
+and RSS, API requests per finished segment (the operator's rung_api_requests_total and
+rung_segments_finished_total), the largest Study and Trial objects as the API server
+serves them and how the largest Study grows with its trials, and lost or duplicated work.
+`--restart-at F` kills the operator (SIGKILL) once F of the trials exist and starts it
+again: the time until the next pod creation is "decisions flow again".
+
+Prints a table; writes bench/scale/out/result.json and PNGs of running trials and of the
+completion-to-successor latency over time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import defaultdict, deque
+from pathlib import Path
+
+from rung.kube.api import Kube, api_client, path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+import kwok  # noqa: E402
+
+BUDGET_MIN, BUDGET_MAX = 1, 27   # ASHA rungs 1, 3, 9, 27 (eta 3)
+
+
+def study(ns: str, name: str, trials: int, parallel: int) -> dict:
+    return {
+        "apiVersion": "rung.dev/v1alpha1", "kind": "Study", "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "objective": {"metric": "loss"},
+            "searchSpace": {f"x{i}": {"type": "float", "low": 0, "high": 1} for i in range(6)},
+            "algorithm": {"name": "asha", "seed": 1, "settings": {"reductionFactor": 3}},
+            "budget": {"min": BUDGET_MIN, "max": BUDGET_MAX},
+            "limits": {"maxTrials": trials, "parallelism": parallel, "maxFailedTrials": 0},
+            "trial": {"command": ["python", "-m", "rung_trainables.count_steps"],
+                      "resources": {"cpu": "10m", "memory": "16Mi"}, "gpus": {"min": 1, "max": 1}},
+        }}
+
+
+def proc_sample(pid: int) -> tuple[float, float]:
+    """(RSS MiB, CPU seconds) of a process."""
+    rss = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sum of each rung_* counter of the operator's metrics endpoint (0 when unreachable)."""
+    out: dict[str, float] = defaultdict(float)
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if line.startswith("rung_") and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name.split("{")[0]] += float(value)
+    return out
+
+
+class Operator:
+    """`rung operator` as a child process, restartable; counters summed over restarts."""
+
+    def __init__(self, ns: str, port: int, log: Path):
+        self.ns, self.port, self.log = ns, port, log
+        self.proc: subprocess.Popen | None = None
+        self.base: dict[str, float] = defaultdict(float)   # counters of processes that ended
+        self.cpu_base = 0.0
+        self.last: dict[str, float] = {}
+        self.last_cpu = 0.0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rung.cli", "operator", "--namespace", self.ns, "--lease-namespace", self.ns,
+             "--metrics-port", str(self.port),
+             "--checkpoint-root", "file:///tmp/rung-scale/checkpoints", "--log-level", "warning"],
+            stdout=self.log.open("a"), stderr=subprocess.STDOUT)
+
+    def sample(self) -> tuple[float, float]:
+        rss, cpu = proc_sample(self.proc.pid)
+        self.last_cpu = cpu
+        metrics = scrape(self.port)
+        if metrics:
+            self.last = metrics
+        return rss, self.cpu_base + cpu
+
+    def counters(self) -> dict[str, float]:
+        return {k: self.base[k] + self.last.get(k, 0.0) for k in set(self.base) | set(self.last)}
+
+    def kill(self) -> None:
+        self.sample()
+        for k, v in self.last.items():
+            self.base[k] += v
+        self.cpu_base += self.last_cpu
+        self.last = {}
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def pairs(completed, created) -> list[tuple[float, float]]:
+    """(completion time, delay) per completion whose slot a later creation filled: per
+    Study, creations take the oldest completion not yet followed by one."""
+    events = sorted([(t, 0, key) for t, key, _ in completed] + [(t, 1, key) for t, key, _ in created])
+    waiting: dict = defaultdict(deque)
+    out = []
+    for t, kind, key in events:
+        if kind == 0:
+            waiting[key].append(t)
+        elif waiting[key]:
+            began = waiting[key].popleft()
+            out.append((began, t - began))
+    return out
+
+
+def quantile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def object_sizes(kube: Kube, ns: str) -> tuple[int, int]:
+    """Bytes (JSON, as served) of the largest Study and the largest Trial in the namespace."""
+    studies = kube.request("GET", path("studies", ns))["items"]
+    largest_study = max((len(json.dumps(s)) for s in studies), default=0)
+    trials, _ = kube.list_all(path("trials", ns), {})
+    return largest_study, max((len(json.dumps(t)) for t in trials), default=0)
+
+
+def audit(kube: Kube, ns: str, studies: dict[str, int], finisher: kwok.Finisher) -> dict:
+    """Lost: trials a Study should have that do not exist or did not end well. Duplicated:
+    trial indexes held by two objects, or a segment that ran in two pods."""
+    trials, _ = kube.list_all(path("trials", ns), {})
+    lost, duplicated, phases = 0, 0, defaultdict(int)
+    for name, n in studies.items():
+        mine = [t for t in trials if t["spec"]["study"] == name]
+        indexes = [int(t["spec"]["index"]) for t in mine]
+        duplicated += len(indexes) - len(set(indexes))
+        lost += len(set(range(n)) - set(indexes))
+        for t in mine:
+            phase = (t.get("status") or {}).get("phase", "None")
+            phases[phase] += 1
+            lost += phase not in ("Succeeded", "Stopped")
+    duplicated += sum(c - 1 for c in finisher.segments_started.values() if c > 1)
+    return {"lost": lost, "duplicated": duplicated, "trial_phases": dict(phases), "trials": len(trials)}
+
+
+def plots(out: Path, samples, latency, t0: float) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot([s["t"] for s in samples], [s["running"] for s in samples])
+    ax.set_xlabel("s since the first Study was applied")
+    ax.set_ylabel("running trial pods")
+    ax.set_title("running trials")
+    fig.tight_layout()
+    fig.savefig(out / "running.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.scatter([t - t0 for t, _ in latency], [d for _, d in latency], s=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("completion time, s since the first Study was applied")
+    ax.set_ylabel("completion -> successor, s")
+    ax.set_title("completion-to-successor latency")
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=10_000, help="trials in all (split over the Studies)")
+    ap.add_argument("--concurrent", type=int, default=1_000, help="segments at once (split over the Studies)")
+    ap.add_argument("--studies", type=int, default=1)
+    ap.add_argument("--gpus", type=int, default=None, help="simulated GPUs (default: --concurrent)")
+    ap.add_argument("--unit-seconds", type=float, default=30.0, help="simulated seconds per budget unit")
+    ap.add_argument("--jitter", type=float, default=0.5, help="durations vary uniformly by this fraction")
+    ap.add_argument("--restart-at", type=float, default=None, help="kill -9 and restart the operator at this "
+                                                                   "fraction of trials created")
+    ap.add_argument("--timeout", type=float, default=7200)
+    ap.add_argument("--use-running-operator", action="store_true",
+                    help="measure the operator already running in the cluster (no RSS/CPU then)")
+    ap.add_argument("--metrics-port", type=int, default=9109)
+    ap.add_argument("--namespace", help="an existing namespace to run in (default: a new one, deleted after)")
+    ap.add_argument("--out", type=Path, default=HERE / "out")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    gpus = args.gpus or args.concurrent
+
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        kubeconfig = subprocess.run([str(ROOT / "tests/cluster/up")], check=True, capture_output=True,
+                                    text=True).stdout.strip()
+        os.environ["KUBECONFIG"] = kubeconfig
+    if not kwok.kwok_binary().exists():
+        subprocess.run([str(ROOT / "tests/cluster/build"), "kwok"], check=True)
+    kube = Kube(api_client())
+    kubectl = os.environ.get("KUBECTL", "kubectl")
+    subprocess.run([kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
+                   check=True, capture_output=True)
+
+    ns = args.namespace or f"scale-{int(time.time())}"
+    if not args.namespace:
+        kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
+    stop = threading.Event()
+    cordoned = kwok.set_schedulable(kube, False)
+    kwok.create_nodes(kube, gpus)
+    kwok_proc = kwok.start_kwok(kubeconfig, args.out / "kwok.log")
+    operator = None if args.use_running_operator else Operator(ns, args.metrics_port, args.out / "operator.log")
+    finisher = kwok.Finisher(kube, args.unit_seconds, BUDGET_MAX, stop, ns, jitter=args.jitter)
+    names = {f"s{i}": args.trials // args.studies + (i < args.trials % args.studies) for i in range(args.studies)}
+    samples, sizes, restart = [], [], {}
+    try:
+        finisher.start()
+        if operator:
+            operator.start()
+        t0 = time.time()
+        for i, (name, n) in enumerate(names.items()):
+            per = args.concurrent // args.studies + (i < args.concurrent % args.studies)
+            kube.request("POST", path("studies", ns), body=study(ns, name, n, per))
+        ended, last_size, last_print = False, 0.0, 0.0
+        while not ended and time.time() - t0 < args.timeout:
+            time.sleep(1.0)
+            now = time.time()
+            objs = kube.request("GET", path("studies", ns))["items"]
+            phases = [(o.get("status") or {}).get("phase") for o in objs]
+            created = len({(k, n.rsplit("-s", 1)[0]) for _, k, n in finisher.created})
+            with finisher.lock:
+                running = len(finisher.running)
+                busy = sum(finisher.running.values())
+            sample = {"t": now - t0, "running": running, "gpus_busy": busy / gpus, "trials_created": created,
+                      "completed": len(finisher.completed)}
+            if operator:
+                sample["rss_mb"], sample["cpu_s"] = operator.sample()
+            samples.append(sample)
+            if now - last_size >= 15:
+                last_size = now
+                sizes.append({"t": now - t0, "trials": created, "study_bytes": max(len(json.dumps(o)) for o in objs)})
+            if (operator and args.restart_at is not None and not restart
+                    and created >= args.restart_at * args.trials):
+                restart["killed_at"] = time.time() - t0
+                restart["pods_before"] = len(finisher.created)
+                operator.kill()
+                restart["restarted_at"] = time.time() - t0
+                operator.start()
+            if restart and "first_pod_after" not in restart:
+                after = [t for t, _, _ in finisher.created[restart["pods_before"]:]]
+                if after:
+                    restart["first_pod_after"] = min(after) - t0
+            if now - last_print >= 10:
+                last_print = now
+                print(f"{now - t0:7.0f} s  trials {created}/{args.trials}  running {running}  "
+                      f"completed {len(finisher.completed)}  phases {sorted(set(map(str, phases)))}",
+                      file=sys.stderr, flush=True)
+            ended = all(p in ("Succeeded", "Failed") for p in phases) and len(phases) == len(names)
+        wall = time.time() - t0
+        counters = operator.counters() if operator else scrape(args.metrics_port)
+        study_bytes, trial_bytes = object_sizes(kube, ns)
+        result = audit(kube, ns, names, finisher)
+        # While new trials remain to start (up to the last trial's first pod) every completion
+        # frees a slot the operator fills; after that only promotions follow, and late.
+        last_new = max((t for t, _, n in finisher.created if n.endswith("-s0")), default=t0) - t0
+        latency = [(t, d) for t, d in pairs(finisher.completed, finisher.created) if t - t0 <= last_new]
+        delays = [d for _, d in latency]
+        window = [s for s in samples if s["t"] <= last_new and s["t"] >= 10]
+        segments = counters.get("rung_segments_finished_total", 0.0)
+        result.update({
+            "trials_requested": args.trials, "concurrent": args.concurrent, "studies": args.studies, "gpus": gpus,
+            "unit_seconds": args.unit_seconds, "jitter": args.jitter, "wall_s": wall, "phases": phases,
+            "segments": len(finisher.completed),
+            "decisions_per_s": len(finisher.created) / wall,
+            "p50_s": quantile(delays, 0.5), "p99_s": quantile(delays, 0.99), "max_s": max(delays, default=float("nan")),
+            "gpu_busy": statistics.fmean(s["gpus_busy"] for s in window) if window else float("nan"),
+            "rss_mb": max((s.get("rss_mb", 0) for s in samples), default=None) if operator else None,
+            "cpu_fraction": (samples[-1]["cpu_s"] / wall) if operator and samples else None,
+            "api_requests": counters.get("rung_api_requests_total"),
+            "requests_per_segment": (counters.get("rung_api_requests_total", 0.0) / segments) if segments else None,
+            "largest_object_bytes": max(study_bytes, trial_bytes), "largest_study_bytes": study_bytes,
+            "largest_trial_bytes": trial_bytes, "study_size_by_trials": sizes,
+            "restart": restart or None, "finisher_errors": finisher.errors,
+        })
+        if restart.get("first_pod_after") is not None:
+            result["restart"]["decisions_again_after_s"] = restart["first_pod_after"] - restart["restarted_at"]
+        (args.out / "result.json").write_text(json.dumps(result, indent=1))
+        (args.out / "samples.json").write_text(json.dumps({"samples": samples, "latency": latency}))
+        plots(args.out, samples, latency, t0)
+        table(result)
+        return result
+    finally:
+        stop.set()
+        if operator:
+            operator.stop()
+        kwok_proc.terminate()
+        kwok_proc.wait()
+        if not args.namespace:
+            kube.request("DELETE", f"/api/v1/namespaces/{ns}")
+        kwok.delete_nodes(kube)
+        for name in cordoned:
+            kube.request("PATCH", path("nodes", name=name), body={"spec": {"unschedulable": False}},
+                         merge_patch=True)
+
+
+def table(r: dict) -> None:
+    rows = [
+        ("trials / Studies / at once / GPUs", f"{r['trials_requested']} / {r['studies']} / {r['concurrent']} / {r['gpus']}"),
+        ("Study phases", ", ".join(sorted(set(map(str, r["phases"]))))),
+        ("segments finished", f"{r['segments']}"),
+        ("wall time", f"{r['wall_s']:.0f} s"),
+        ("pods created per second", f"{r['decisions_per_s']:.1f}"),
+        ("completion -> successor p50 / p99 / max", f"{r['p50_s']:.2f} / {r['p99_s']:.2f} / {r['max_s']:.2f} s"),
+        ("GPUs busy while new trials remain", f"{r['gpu_busy']:.1%}"),
+        ("operator RSS (max)", f"{r['rss_mb']:.0f} MB" if r["rss_mb"] else "n/a"),
+        ("operator CPU (cores, mean)", f"{r['cpu_fraction']:.2f}" if r["cpu_fraction"] is not None else "n/a"),
+        ("API requests per segment", f"{r['requests_per_segment']:.2f}" if r["requests_per_segment"] else "n/a"),
+        ("largest Study / Trial object", f"{r['largest_study_bytes']} / {r['largest_trial_bytes']} bytes"),
+        ("lost / duplicated", f"{r['lost']} / {r['duplicated']}"),
+    ]
+    if r.get("restart"):
+        rows.append(("restart: decisions flow again after", f"{r['restart'].get('decisions_again_after_s', float('nan')):.1f} s"))
+    print("| measure | value |\n|---|---|")
+    for k, v in rows:
+        print(f"| {k} | {v} |")
+
+
+if __name__ == "__main__":
+    main()
