@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     op.add_argument("--interval", type=float, default=1.0,
                     help="seconds between steps of a Study that waits on something (a hold, live reports)")
     op.add_argument("--workers", type=_positive, default=4, help="Studies stepped at once (default: %(default)s)")
+    op.add_argument("--api-concurrency", type=_positive, default=8,
+                    help="API calls one Study step makes side by side: Trial writes, pod creations "
+                         "(default: %(default)s)")
     op.add_argument("--lease-namespace", metavar="NS",
                     help="namespace of the leader-election Lease (default: $POD_NAMESPACE, else the first "
                          "--namespace, else default)")
@@ -360,7 +363,8 @@ def cmd_operator(args) -> int:
     policy = StudyPolicy(args.allow_privileged, args.allow_host_network, args.allow_host_path,
                          parse_label(args.secret_label))
     config = OperatorConfig(args.trial_image, args.checkpoint_root, namespaces, args.interval, workers=args.workers,
-                            checkpoint_secret=args.checkpoint_secret, gpu_resource=args.gpu_resource, policy=policy)
+                            checkpoint_secret=args.checkpoint_secret, gpu_resource=args.gpu_resource, policy=policy,
+                            api_concurrency=args.api_concurrency)
     share_checkpoint_root(args.checkpoint_root)
     lease_namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE") or (namespaces or ("default",))[0]
     election = LeaderElection(Kube(api_client(), on_request=metrics.api_request), lease_namespace, args.lease_name,

@@ -116,6 +116,12 @@ class RecordStore(ABC):
     def save(self, trial: TrialRecord) -> None:
         """Persist one trial record durably (all or nothing)."""
 
+    def save_all(self, trials: list[TrialRecord]) -> None:
+        """Persist several records, each all or nothing; raises if any write failed. A
+        store may write them at once."""
+        for trial in trials:
+            self.save(trial)
+
     @abstractmethod
     def load_status(self) -> dict:
         """The Study's status ({} before the first save)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import threading
 import uuid
 
 import urllib3
@@ -80,17 +81,23 @@ class FakeKube:
         self.created_names: list[tuple[str, str]] = []            # (kind, name) of every create that happened
         self.calls = 0
         self.ticks = 0
+        self.lock = threading.RLock()
 
     # ---- the Kube interface -----------------------------------------------------------
     def request(self, method, url, *, query=None, body=None, merge_patch=False, timeout=None):
-        self.calls += 1
-        self._maybe_fail(before=True)
-        out = self._do(method, url, query or {}, body)
-        if method != "GET":
-            self._maybe_fail(before=False)   # it happened, but the answer is lost
-        return copy.deepcopy(out)
+        with self.lock:   # an operator's pool calls from several threads; one at a time here
+            self.calls += 1
+            self._maybe_fail(before=True)
+            out = self._do(method, url, query or {}, body)
+            if method != "GET":
+                self._maybe_fail(before=False)   # it happened, but the answer is lost
+            return copy.deepcopy(out)
 
     def text(self, url, query=None):
+        with self.lock:
+            return self._text(url, query)
+
+    def _text(self, url, query=None):
         self.calls += 1
         self._maybe_fail(before=True)
         kind, ns, name, sub = parse(url)

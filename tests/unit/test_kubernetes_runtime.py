@@ -4,6 +4,8 @@ is in tests/operator)."""
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -239,3 +241,51 @@ def test_live_reports_are_read_incrementally_and_replayed_on_request(w):
     w.clock += 5
     assert [e.step for e in w.poll(runtime)] == [2.0]
     assert [e.step for e in runtime.poll(replay=True)] == [1.0, 2.0]
+
+
+class SideBySide:
+    """Wraps the fake API: calls are serialised (the fake is single-threaded), and each
+    waits until another is in flight, so only calls made side by side get through fast."""
+
+    def __init__(self, kube, refuse: str | None = None):
+        self.kube, self.refuse = kube, refuse
+        self.lock, self.inflight, self.most = threading.Lock(), 0, 0
+        self.both = threading.Barrier(2)
+
+    def request(self, method, url, **kw):
+        with self.lock:
+            self.inflight += 1
+            self.most = max(self.most, self.inflight)
+        try:
+            self.both.wait(timeout=2)
+        except threading.BrokenBarrierError:
+            self.both.reset()
+        try:
+            with self.lock:
+                body = kw.get("body") or {}
+                if self.refuse and self.refuse in str(body.get("metadata", {}).get("name", "")):
+                    raise api_error(403, "pods is forbidden: exceeded quota: q, requested: pods=1, limited: pods=1")
+                return self.kube.request(method, url, **kw)
+        finally:
+            with self.lock:
+                self.inflight -= 1
+
+
+def test_with_a_pool_pods_are_created_and_labelled_side_by_side_and_a_refusal_names_its_pod(w):
+    api = SideBySide(w.kube, refuse="s-3")
+    with ThreadPoolExecutor(4) as pool:
+        runtime = w.new_runtime(pool=pool)
+        runtime.kube = api
+        with pytest.raises(Refused) as refused:
+            runtime.start_all([spec(trial=f"s-{i}") for i in range(4)])
+        assert api.most >= 2                                   # side by side
+        assert refused.value.cause == "QuotaExceeded" and "(pod s-3-s0)" in refused.value.line()
+        assert runtime.running() == {"s-0-s0", "s-1-s0", "s-2-s0"}   # the others were created
+        w.kube.deliver()
+        for i in range(3):
+            w.set(f"s-{i}-s0", status("Succeeded", term(0, json.dumps({"step": 3, "metrics": {"loss": 0.1}}))))
+        assert len(runtime.poll()) == 3
+        api.most = 0
+        runtime.release_all([f"s-{i}-s0" for i in range(3)])
+        assert api.most >= 2
+        assert all(w.pod(f"s-{i}-s0")["metadata"]["labels"][HANDLED_LABEL] == "true" for i in range(3))

@@ -11,6 +11,7 @@ may each start an attempt of the same segment, so a segment may be trained twice
 
 import random
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -41,12 +42,12 @@ def study_body(name, algorithm, max_trials, parallelism):
 class Operator:
     """One life of the operator: its watches (fed by the fake) and the Study's controller."""
 
-    def __init__(self, kube: FakeKube, name: str):
+    def __init__(self, kube: FakeKube, name: str, pool=None):
         self.pods = ObjectCache()
         self.trials = ObjectCache(keep=metadata_only, on_change=lambda key, kind, obj: self.study.trial_changed(kind, obj))
         config = OperatorConfig("img:1", "file:///ckpt", (NS,))
         self.study = StudyController(kube, self.pods, config, kube.get("studies", NS, name),
-                                     clock=lambda: kube.ticks)   # a tick is a second
+                                     clock=lambda: kube.ticks, pool=pool)   # a tick is a second
         kube.subscribe("pods", POD_SELECTOR, self.pods)
         kube.subscribe("trials", STUDY_LABEL, self.trials)
 
@@ -54,15 +55,18 @@ class Operator:
         kube.watchers = [w for w in kube.watchers if w[2] not in (self.pods, self.trials)]
 
 
-@pytest.mark.parametrize("algorithm,seed,zombies", [("asha", 1, False), ("asha", 2, False), ("hyperband", 3, False),
-                                                    ("random", 4, False), ("asha-stop", 5, False),
-                                                    ("asha", 6, True), ("hyperband", 7, True)])
-def test_faults_everywhere_lose_duplicate_and_strand_nothing(algorithm, seed, zombies):
+@pytest.mark.parametrize("algorithm,seed,zombies,pool", [
+    ("asha", 1, False, False), ("asha", 2, False, False), ("hyperband", 3, False, False), ("random", 4, False, False),
+    ("asha-stop", 5, False, False), ("asha", 6, True, False), ("hyperband", 7, True, False),
+    # Trial writes, pod creations and labels side by side (the operator's --api-concurrency)
+    ("asha", 8, False, True), ("asha-stop", 9, False, True)])
+def test_faults_everywhere_lose_duplicate_and_strand_nothing(algorithm, seed, zombies, pool):
+    pool = ThreadPoolExecutor(4) if pool else None
     rng = random.Random(seed)
     kube = FakeKube(rng, fail=0.0, delay=0.5, pace=0.3)
     kube.request("POST", path("studies", NS), body=study_body("s", algorithm, 150, 4))
     kube.fail = 0.15
-    op, lives, deleted, lost, zombie = Operator(kube, "s"), 1, set(), 0, None
+    op, lives, deleted, lost, zombie = Operator(kube, "s", pool), 1, set(), 0, None
     running_since: dict[tuple[str, int, int], int] = {}   # attempt -> first step seen running
     for steps in range(1, 30_000):
         kube.tick()
@@ -71,7 +75,7 @@ def test_faults_everywhere_lose_duplicate_and_strand_nothing(algorithm, seed, zo
             if zombie is not None:
                 zombie.end(kube)
             zombie = op if zombies and rng.random() < 0.5 else op.end(kube)
-            op, lives = Operator(kube, "s"), lives + 1
+            op, lives = Operator(kube, "s", pool), lives + 1
         if zombie is not None:
             zombie.study.step()
             if rng.random() < 0.05:

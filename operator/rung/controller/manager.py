@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from rung.api import parse_study
 from rung.controller import metrics
@@ -33,6 +34,7 @@ class Controller:
         self.kube, self.config = kube, config
         self.gpus = GpuPool(node_gpus(kube, config.gpu_resource))
         self.events = EventPoster(kube)
+        self.pool = ThreadPoolExecutor(config.api_concurrency, "rung-api") if config.api_concurrency > 1 else None
         self.pods = ObjectCache(on_change=self._pod_changed)
         self.trials = ObjectCache(keep=metadata_only, on_change=self._trial_changed)
         self.queue = WorkQueue()
@@ -65,6 +67,8 @@ class Controller:
         for worker in self.workers:
             worker.join(timeout=30)
         self.events.close()
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- Studies, as kopf sees them ---------------------------------------------------
     def observe(self, body: dict) -> None:
@@ -73,7 +77,7 @@ class Controller:
             study = self.studies.get(key)
             if study is None or study.study_object()["metadata"]["uid"] != body["metadata"]["uid"]:
                 study = self.studies[key] = StudyController(self.kube, self.pods, self.config, body, gpus=self.gpus,
-                                                               events=self.events.put)
+                                                               events=self.events.put, pool=self.pool)
                 wake = True
             else:
                 wake = study.observe(body)

@@ -15,6 +15,7 @@ import logging
 import posixpath
 import threading
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,6 +51,7 @@ class OperatorConfig:
     workers: int = 4                       # Studies stepped at once
     checkpoint_secret: str | None = None   # the Secret (in each Study's namespace) for checkpoint_root
     gpu_resource: str = "nvidia.com/gpu"   # the extended resource a trial's GPUs are requested as
+    api_concurrency: int = 1               # API calls one step makes side by side (Trial writes, pods)
     policy: StudyPolicy = StudyPolicy()    # what Studies may ask of the cluster
 
 
@@ -87,8 +89,8 @@ class TellingTrialStore(TrialStore):
     """The Trial records, telling each transition they persist (events.TrialEvents): what a
     load finds is already told; a save tells what changed since."""
 
-    def __init__(self, kube: Kube, study: Study, study_object):
-        super().__init__(kube, study, study_object)
+    def __init__(self, kube: Kube, study: Study, study_object, pool: Executor | None = None):
+        super().__init__(kube, study, study_object, pool)
         self.events = TrialEvents(self.namespace, self.name, study.spec.objective.metric, self.sign)
 
     def load(self):
@@ -103,10 +105,12 @@ class TellingTrialStore(TrialStore):
 
 class StudyController:
     def __init__(self, kube: Kube, pods: ObjectCache, config: OperatorConfig, body: dict, clock=time.monotonic,
-                 gpus: GpuPool | None = None, events: Callable[[dict, str, str, str], object] | None = None):
+                 gpus: GpuPool | None = None, events: Callable[[dict, str, str, str], object] | None = None,
+                 pool: Executor | None = None):
         """`gpus`: the operator's GPU pool, shared by its Studies (a private one if None);
-        `events`: where Trial Events go (the operator's EventPoster; posted at once if None)."""
-        self.kube, self.pods, self.config, self.clock = kube, pods, config, clock
+        `events`: where Trial Events go (the operator's EventPoster; posted at once if None);
+        `pool`: threads for API calls a step makes side by side (one by one if None)."""
+        self.kube, self.pods, self.config, self.clock, self.pool = kube, pods, config, clock, pool
         self.send_event = events or functools.partial(post_event, kube)
         self.gpus = gpus or GpuPool(node_gpus(kube, config.gpu_resource))
         self._body, self._lock = body, threading.Lock()
@@ -194,12 +198,12 @@ class StudyController:
             self._invalid(body, e)
             return False
         if self.loop is None:
-            self.records = TellingTrialStore(self.kube, study, self.study_object)
+            self.records = TellingTrialStore(self.kube, study, self.study_object, self.pool)
             self.runtime = KubernetesRuntime(
                 self.kube, self.pods, study.metadata.namespace, study.name,
                 default_image=self.config.trial_image, owner=self.records.trial_owner,
                 volumes=checkpoint_volumes(root, self.config), live_reports=needs_live_reports(scheduler),
-                gpu_resource=self.config.gpu_resource, clock=self.clock)
+                gpu_resource=self.config.gpu_resource, clock=self.clock, pool=self.pool)
             self.store = StudyStore(self.kube, study, root, secret, clock=self.clock)
             self.loop = StudyLoop(study, self.runtime, self.records, checkpoint_root=root,
                                   gate=self.store.gate if root.startswith("s3://") else None)

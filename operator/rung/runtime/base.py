@@ -172,6 +172,12 @@ class Runtime(ABC):
         does not exist) is an Ended(FAILED) event later; one the cluster refuses for now
         raises Refused."""
 
+    def start_all(self, specs: list[SegmentSpec]) -> None:
+        """Start several attempts, as start() each; a runtime may start them at once. On a
+        refusal it raises Refused, and running() tells which ones were started."""
+        for spec in specs:
+            self.start(spec)
+
     @abstractmethod
     def poll(self, replay: bool = False) -> list[Event]:
         """New live Reports, and an Ended event (after all of that attempt's Reports) for
@@ -180,6 +186,10 @@ class Runtime(ABC):
 
     def release(self, run: str) -> None:
         """The loop has recorded the end of attempt `run` (or has no use for it): forget it."""
+
+    def release_all(self, runs: list[str]) -> None:
+        for run in runs:
+            self.release(run)
 
     def gone(self, run: str) -> bool:
         """True when attempt `run` surely does not exist now: asked before an attempt the

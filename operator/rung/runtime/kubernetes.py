@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -72,16 +73,18 @@ class KubernetesRuntime(Runtime):
     def __init__(self, kube: Kube, pods: ObjectCache, namespace: str, study: str, *, default_image: str,
                  owner: Callable[[str], dict | None], volumes: list[tuple[dict, dict]] = (),
                  secret_env: str | None = None, live_reports: bool = False, stop_grace: int = 5,
-                 gpu_resource: str = "nvidia.com/gpu", clock: Callable[[], float] = time.monotonic):
+                 gpu_resource: str = "nvidia.com/gpu", clock: Callable[[], float] = time.monotonic,
+                 pool: Executor | None = None):
         """`owner(trial_name)` gives the ownerReference of a trial's pods; `volumes` are
         (volume, mount) pairs every trial pod gets (e.g. a hostPath for file:// checkpoints);
         `secret_env` names a Secret whose keys become environment variables (the object
         store's endpoint and credentials: never written into a spec or status);
-        `live_reports` reads running pods' logs (only stop-based schedulers need it)."""
+        `live_reports` reads running pods' logs (only stop-based schedulers need it);
+        `pool` creates and labels several pods at once (None: one by one)."""
         self.kube, self.pods, self.namespace, self.study = kube, pods, namespace, study
         self.default_image, self.owner, self.volumes = default_image, owner, list(volumes)
         self.secret_env, self.live_reports, self.stop_grace, self.clock = secret_env, live_reports, stop_grace, clock
-        self.gpu_resource = gpu_resource
+        self.gpu_resource, self.pool = gpu_resource, pool
         self._known: dict[str, _Pod] = {}         # run name -> attempts seen in the watch, not released
         self._expected: dict[str, float] = {}     # created, not yet in the watch -> when
         self._unstartable: dict[str, Ended] = {}  # the API refused the pod itself (invalid)
@@ -92,26 +95,52 @@ class KubernetesRuntime(Runtime):
 
     # ---- the interface ----------------------------------------------------------------
     def start(self, spec: SegmentSpec) -> None:
+        self.start_all([spec])
+
+    def start_all(self, specs: list[SegmentSpec]) -> None:
+        """Create the pods (side by side with a pool; one by one otherwise, stopping at the
+        first refusal). What the API said of each is then sorted here, in the loop's thread."""
         now = self.clock()
         if self._refused is not None and now < self._retry_at:
             raise self._refused
-        try:
-            self.kube.request("POST", path("pods", self.namespace), body=self.pod(spec))
-        except Exception as e:
-            if status_of(e) != 409:   # 409: it exists already (created before a crash, or a lost answer)
-                refused = refusal(e)
-                if refused is None:   # the pod itself is invalid: the trial cannot run as specified
-                    self._unstartable[spec.run_name] = Ended(
-                        spec.trial, spec.segment, Outcome.FAILED, None, None,
-                        f"cannot create pod {spec.run_name}: {message_of(e)}", spec.attempt)
-                    return
-                self._backoff = min(max(1.0, 2 * self._backoff), 30.0)
-                self._retry_at = now + self._backoff
-                self._refused = Refused(refused.cause, f"{refused.problem} (pod {spec.run_name})",
-                                        f"retrying in {self._backoff:.0f} s")
-                raise self._refused from None
+        refused = None
+        for spec, error in self._each(self._create, specs, until=lambda e: refusal(e) is not None):
+            if error is None or status_of(error) == 409:   # 409: it exists already (created before a
+                self._expected[spec.run_name] = now           # crash, or a lost answer)
+            elif (why := refusal(error)) is None:   # the pod itself is invalid: the trial cannot run as specified
+                self._unstartable[spec.run_name] = Ended(
+                    spec.trial, spec.segment, Outcome.FAILED, None, None,
+                    f"cannot create pod {spec.run_name}: {message_of(error)}", spec.attempt)
+            elif refused is None:
+                refused = (why, spec)
+        if refused is not None:
+            why, spec = refused
+            self._backoff = min(max(1.0, 2 * self._backoff), 30.0)
+            self._retry_at = now + self._backoff
+            self._refused = Refused(why.cause, f"{why.problem} (pod {spec.run_name})",
+                                    f"retrying in {self._backoff:.0f} s")
+            raise self._refused
         self._refused, self._backoff = None, 0.0
-        self._expected[spec.run_name] = now
+
+    def _create(self, spec: SegmentSpec) -> None:
+        self.kube.request("POST", path("pods", self.namespace), body=self.pod(spec))
+
+    def _each(self, call: Callable, items: list, until: Callable[[BaseException], bool] = lambda e: False):
+        """[(item, the exception call(item) raised, or None)]: at once with a pool; else one
+        by one, stopping after the first exception `until` accepts."""
+        if self.pool is not None and len(items) > 1:
+            futures = [self.pool.submit(call, item) for item in items]
+            return [(item, f.exception()) for item, f in zip(items, futures)]
+        out = []
+        for item in items:
+            try:
+                call(item)
+                out.append((item, None))
+            except Exception as e:
+                out.append((item, e))
+                if until(e):
+                    break
+        return out
 
     def poll(self, replay: bool = False) -> list[Event]:
         self._label_released()
@@ -140,10 +169,17 @@ class KubernetesRuntime(Runtime):
         return events + list(self._unstartable.values())
 
     def release(self, run: str) -> None:
-        self._known.pop(run, None)
-        self._stopping.discard(run)
-        if self._unstartable.pop(run, None) is None and run not in self._released:
-            self._released[run] = self._label_handled(run)
+        self.release_all([run])
+
+    def release_all(self, runs: list[str]) -> None:
+        label = []
+        for run in runs:
+            self._known.pop(run, None)
+            self._stopping.discard(run)
+            if self._unstartable.pop(run, None) is None and run not in self._released:
+                label.append(run)
+        for run, error in self._each(self._label_handled, label):
+            self._released[run] = error is None
 
     def gone(self, run: str) -> bool:
         if run in self.running():
@@ -314,22 +350,24 @@ class KubernetesRuntime(Runtime):
     def _label_released(self) -> None:
         """Forget recorded pods the watch has let go of; label those it still shows."""
         pods = self.pods.snapshot((self.namespace, self.study))
+        again = []
         for name in list(self._released):
             if name not in pods:
                 del self._released[name]   # out of the watch: done
             elif not self._released[name]:
-                self._released[name] = self._label_handled(name)
+                again.append(name)
+        for name, error in self._each(self._label_handled, again):
+            self._released[name] = error is None
 
-    def _label_handled(self, name: str) -> bool:
-        """Mark a recorded pod handled, so the watch lets go of it (False: retry later)."""
+    def _label_handled(self, name: str) -> None:
+        """Mark a recorded pod handled, so the watch lets go of it (raises: retry later)."""
         try:
             self.kube.request("PATCH", path("pods", self.namespace, name), merge_patch=True,
                               body={"metadata": {"labels": {HANDLED_LABEL: "true"}}})
         except Exception as e:
             if status_of(e) != 404:
                 log.warning("cannot label pod %s handled (retried): %s", name, message_of(e))
-                return False
-        return True
+                raise
 
     def _delete(self, name: str, quiet: bool = False) -> None:
         try:

@@ -77,6 +77,7 @@ class StudyLoop:
         self._store_fault = False            # a trial met a store fault since the gate last looked
         self.waits = ""                      # why no new segment could start (no GPUs), if so
         self._fresh: set[str] = set()        # attempts this loop recorded and has not started yet
+        self._unsaved: dict[int, TrialRecord] = {}   # changed records, written before anything acts on them
         self._t0: float | None = None
         self._elapsed_before = 0.0
 
@@ -111,10 +112,11 @@ class StudyLoop:
                         self._launch()
                     self._start_missing()
                     self._end_if_finished()
+            self._flush()
             if self._changed:
                 self._save_status()
         except BaseException:
-            self._stale = True
+            self._stale, self._unsaved = True, {}
             raise
         return not self.done
 
@@ -179,6 +181,7 @@ class StudyLoop:
 
     # ---- events -----------------------------------------------------------------------
     def _handle(self, events) -> None:
+        ended = []
         for event in events:
             trial = self._trial_of(event)
             if isinstance(event, Report):
@@ -187,10 +190,12 @@ class StudyLoop:
                 continue
             if trial is not None:
                 self._on_ended(trial, event)
-            # Only now, with its end recorded (or of no use: news of an attempt that is over,
-            # or of a trial that is gone), may the runtime forget the attempt.
-            self.runtime.release(event.run_name)
-            self._stops_sent.discard(event.run_name)
+            ended.append(event.run_name)
+        # Only now, with their ends recorded (or of no use: news of an attempt that is over,
+        # or of a trial that is gone), may the runtime forget the attempts.
+        self._flush()
+        self.runtime.release_all(ended)
+        self._stops_sent.difference_update(ended)
 
     def _trial_of(self, event: Report | Ended) -> TrialRecord | None:
         """The trial an event belongs to, if the event is about the current attempt of its
@@ -328,7 +333,6 @@ class StudyLoop:
             trial.segments.append(segment)
             self._save(trial)   # recorded first: _start_missing starts it
             self._fresh.add(self._spec(trial).run_name)
-            self._next_index = max(self._next_index, trial.index + 1)
 
     def _start_missing(self) -> None:
         """Make sure the current attempt of every running segment exists, and that the ones
@@ -336,6 +340,7 @@ class StudyLoop:
         loop has just recorded may have run before (a crash since, its pod gone): it is
         never run again under the same name; the segment goes on as its next attempt."""
         live = self.runtime.running()
+        missing = []
         for trial in self.running_trials():
             run = self._spec(trial).run_name
             if run in live:
@@ -351,14 +356,19 @@ class StudyLoop:
                 if not self.runtime.gone(run):
                     continue   # it exists after all; its news is on the way
                 self._next_attempt(trial)
-            spec = self._spec(trial)
-            try:
-                self.runtime.start(spec)
-            except Refused as e:
-                self.hold(HOLD_RUNTIME, e.cause, e.line())
-                return
-            self._fresh.discard(spec.run_name)
-        self.hold(HOLD_RUNTIME, "", "")
+            missing.append(self._spec(trial))
+        if not missing:
+            self.hold(HOLD_RUNTIME, "", "")
+            return
+        self._flush()   # recorded first: a restarted loop knows of every attempt it started
+        refused = None
+        try:
+            self.runtime.start_all(missing)
+        except Refused as e:
+            refused = e
+        live = self.runtime.running()
+        self._fresh.difference_update(s.run_name for s in missing if s.run_name in live)
+        self.hold(HOLD_RUNTIME, *((refused.cause, refused.line()) if refused else ("", "")))
 
     def _next_attempt(self, trial: TrialRecord) -> None:
         trial.current.restarts += 1
@@ -401,6 +411,7 @@ class StudyLoop:
     def _stop(self, trial: TrialRecord) -> None:
         spec = self._spec(trial)
         if spec.run_name not in self._stops_sent:
+            self._flush()   # why it stops is recorded first
             self.runtime.stop(spec.name)
             self._stops_sent.add(spec.run_name)
 
@@ -419,8 +430,18 @@ class StudyLoop:
             host_network=spec.trial.host_network)
 
     def _save(self, trial: TrialRecord) -> None:
-        self.records.save(trial)
+        """Mark the record changed; `_flush` writes every changed one (at once, where the
+        store can) before the runtime or the status acts on them."""
+        self._unsaved[trial.index] = trial
         self._changed = True
+
+    def _flush(self) -> None:
+        if self._unsaved:
+            trials = list(self._unsaved.values())
+            self.records.save_all(trials)
+            self._unsaved = {}
+            # Only a recorded trial's number is taken for good: a failed write frees it again.
+            self._next_index = max(self._next_index, *(t.index + 1 for t in trials))
 
     def hold(self, source: str, reason: str, message: str) -> None:
         """Hold new work back for `reason` (CamelCase) with a one-line `message`; an empty
@@ -437,6 +458,7 @@ class StudyLoop:
         self.state, self.reason, self._changed = state, reason, True
 
     def _save_status(self) -> None:
+        self._flush()
         self.records.save_status(self.status())
         self._changed = False
 
