@@ -271,8 +271,14 @@ def main(argv: list[str] | None = None) -> dict:
             if (operator and args.restart_at is not None and not restart
                     and created >= args.restart_at * args.trials):
                 restart["killed_at"] = time.time() - t0
-                restart["pods_before"] = len(finisher.created)
                 operator.kill()
+                # Pods the old operator created may still be on their way through the watch:
+                # wait until none has come for 2 s, then count only what comes after.
+                seen = -1
+                while seen != len(finisher.created):
+                    seen = len(finisher.created)
+                    time.sleep(2.0)
+                restart["pods_before"] = seen
                 restart["restarted_at"] = time.time() - t0
                 operator.start()
             if restart and "first_pod_after" not in restart:
