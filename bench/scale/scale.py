@@ -96,7 +96,11 @@ class Operator:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
+            # One identity across restarts, as a container restarted in its pod (the chart
+            # passes the pod's name): the new process takes its Lease back at once. A new pod
+            # would wait up to the Lease's 15 s first.
             [sys.executable, "-m", "rung.cli", "operator", "--namespace", self.ns, "--lease-namespace", self.ns,
+             "--identity", "scale-operator",
              "--metrics-port", str(self.port),
              "--checkpoint-root", "file:///tmp/rung-scale/checkpoints", "--log-level", "warning"],
             stdout=self.log.open("a"), stderr=subprocess.STDOUT)
