@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Callable, Iterator
 
 import urllib3
@@ -33,7 +34,8 @@ def api_client() -> client.ApiClient:
         kube_config.load_incluster_config()
         return client.ApiClient()
     except kube_config.ConfigException:
-        return kube_config.new_client_from_config()
+        # KUBECONFIG as it is now: the client library reads it once, when it is imported.
+        return kube_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
 
 
 def path(kind: str, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Callable
 
 from rung.api import Study
 from rung.records import DIVERGED, RecordStore, SegmentRecord, SegmentStatus, TrialRecord
-from rung.runtime.base import Ended, Outcome, Refused, Report, Runtime, SegmentSpec, trial_name
+from rung.runtime.base import (Ended, Outcome, Refused, Report, Runtime, SegmentSpec, run_name, segment_name,
+                               trial_name)
 from rung.schedulers import make_scheduler
 from rung.schedulers.base import FAILED_LOSS, Scheduler
 from rung.storage import trial_uri
@@ -177,7 +178,7 @@ class StudyLoop:
             if not trial.segments:   # created, but its first segment was never recorded
                 trial.segments.append(SegmentRecord(self.scheduler.running[trial.index], started=self.wall()))
                 self._save(trial)
-                self._fresh.add(self._spec(trial).run_name)
+                self._fresh.add(_run_name(trial))
 
     # ---- events -----------------------------------------------------------------------
     def _handle(self, events) -> None:
@@ -313,7 +314,8 @@ class StudyLoop:
         return not self.holds
 
     def _launch(self) -> None:
-        while len(self.running_trials()) < self.parallelism:
+        running = len(self.running_trials())   # counted once: a step's work should not grow with trials x launches
+        while running < self.parallelism:
             size = self.sizer() if self.sizer is not None else None
             waits = size.reason if size is not None and size.waits else ""
             self._changed |= waits != self.waits
@@ -331,8 +333,9 @@ class StudyLoop:
             if size is not None:
                 segment.gpus, segment.efficiency, segment.sizing = size.n, size.efficiency, size.reason
             trial.segments.append(segment)
+            running += 1
             self._save(trial)   # recorded first: _start_missing starts it
-            self._fresh.add(self._spec(trial).run_name)
+            self._fresh.add(_run_name(trial))
 
     def _start_missing(self) -> None:
         """Make sure the current attempt of every running segment exists, and that the ones
@@ -342,7 +345,7 @@ class StudyLoop:
         live = self.runtime.running()
         missing = []
         for trial in self.running_trials():
-            run = self._spec(trial).run_name
+            run = _run_name(trial)
             if run in live:
                 if trial.current.stop_requested:
                     self._stop(trial)   # the stop may not have gone out before a crash
@@ -373,7 +376,7 @@ class StudyLoop:
     def _next_attempt(self, trial: TrialRecord) -> None:
         trial.current.restarts += 1
         self._save(trial)
-        self._fresh.add(self._spec(trial).run_name)
+        self._fresh.add(_run_name(trial))
 
     def _end_if_finished(self) -> None:
         if self.running_trials():
@@ -409,11 +412,11 @@ class StudyLoop:
         self._set_state(StudyState.FAILED, reason)
 
     def _stop(self, trial: TrialRecord) -> None:
-        spec = self._spec(trial)
-        if spec.run_name not in self._stops_sent:
+        run = _run_name(trial)
+        if run not in self._stops_sent:
             self._flush()   # why it stops is recorded first
-            self.runtime.stop(spec.name)
-            self._stops_sent.add(spec.run_name)
+            self.runtime.stop(segment_name(trial.name, len(trial.segments) - 1))
+            self._stops_sent.add(run)
 
     def _spec(self, trial: TrialRecord) -> SegmentSpec:
         seg, spec, meta = trial.current, self.study.spec, self.study.metadata
@@ -478,6 +481,11 @@ def retry_failed(records: RecordStore) -> int:
     if status.get("state") == StudyState.FAILED:
         records.save_status({**status, "state": StudyState.RUNNING, "reason": ""})
     return len(failed)
+
+
+def _run_name(trial: TrialRecord) -> str:
+    """The run name of the trial's current attempt (SegmentSpec.run_name, without building the spec)."""
+    return run_name(segment_name(trial.name, len(trial.segments) - 1), trial.current.restarts)
 
 
 def _index_of(trial: str, study: str) -> int | None:
