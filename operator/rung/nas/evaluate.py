@@ -18,7 +18,7 @@ from torch import nn
 from rung.nas.data import Data
 from rung.nas.genotype import check_genotype
 from rung.nas.ops import FactorizedReduce, ReLUConvBN, make_op
-from rung.nas.space import reduction_cells
+from rung.nas.space import stack_cells
 
 
 class DerivedCell(nn.Module):
@@ -50,20 +50,13 @@ class DerivedNetwork(nn.Module):
     def __init__(self, genotype: dict, cells: int, channels: int, in_channels: int, classes: int):
         super().__init__()
         check_genotype(genotype)
-        stem = 3 * channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem))
-        c_pp, c_p, c = stem, stem, channels
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for k in range(cells):
-            reduction = k in reduction_cells(cells)
+
+        def cell(reduction, reduction_prev, c_pp, c_p, c):
             t = "reduction" if reduction else "normal"
             concat = genotype.get(f"{t}_concat", list(range(2, 2 + len(genotype[t]))))
-            c = c * 2 if reduction else c
-            self.cells.append(DerivedCell(genotype[t], concat, c_pp, c_p, c, reduction, reduction_prev))
-            reduction_prev = reduction
-            c_pp, c_p = c_p, len(concat) * c
-        self.classifier = nn.Linear(c_p, classes)
+            return DerivedCell(genotype[t], concat, c_pp, c_p, c, reduction, reduction_prev), len(concat) * c
+
+        stack_cells(self, cells, channels, in_channels, classes, cell)
 
     def forward(self, x):
         s0 = s1 = self.stem(x)

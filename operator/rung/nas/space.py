@@ -35,6 +35,25 @@ def reduction_cells(cells: int) -> set[int]:
     return {cells // 3, 2 * cells // 3} if cells >= 3 else {cells - 1}
 
 
+def stack_cells(net: nn.Module, cells: int, channels: int, in_channels: int, classes: int, make_cell) -> None:
+    """A stem, `cells` cells with reductions at reduction_cells (channels doubled there) and
+    a classifier, set on `net`. `make_cell(reduction, reduction_prev, c_pp, c_p, c)` returns
+    (cell, channels out): the search and the derived networks differ only in their cells."""
+    stem = 3 * channels
+    net.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem))
+    c_pp, c_p, c = stem, stem, channels
+    net.cells = nn.ModuleList()
+    reduction_prev = False
+    for k in range(cells):
+        reduction = k in reduction_cells(cells)
+        c = c * 2 if reduction else c
+        cell, out = make_cell(reduction, reduction_prev, c_pp, c_p, c)
+        net.cells.append(cell)
+        reduction_prev = reduction
+        c_pp, c_p = c_p, out
+    net.classifier = nn.Linear(c_p, classes)
+
+
 class MixedOp(nn.Module):
     def __init__(self, ops: list[str], c: int, stride: int):
         super().__init__()
@@ -98,18 +117,9 @@ class SearchNetwork(nn.Module):
         super().__init__()
         self.op_names, self.nodes = list(ops), nodes
         self.temperature = 1.0
-        stem = 3 * channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem))
-        c_pp, c_p, c = stem, stem, channels
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for k in range(cells):
-            reduction = k in reduction_cells(cells)
-            c = c * 2 if reduction else c
-            self.cells.append(SearchCell(self.op_names, nodes, c_pp, c_p, c, reduction, reduction_prev))
-            reduction_prev = reduction
-            c_pp, c_p = c_p, nodes * c
-        self.classifier = nn.Linear(c_p, classes)
+        stack_cells(self, cells, channels, in_channels, classes,
+                    lambda reduction, reduction_prev, c_pp, c_p, c: (
+                        SearchCell(self.op_names, nodes, c_pp, c_p, c, reduction, reduction_prev), nodes * c))
         shape = (edge_count(nodes), len(ops))
         init = (lambda: torch.zeros(shape)) if alpha_init == "zeros" else (lambda: 1e-3 * torch.randn(shape))
         self.alphas = nn.ParameterDict({t: nn.Parameter(init()) for t in CELL_TYPES})
