@@ -43,18 +43,11 @@ def predicted(study: Study):
                          scaling.latency_seconds)
 
 
-def measured(trials: list[TrialRecord]) -> Measured | None:
-    """The curve fitted to the throughputs the Study's segments reported, once they ran at
-    two or more GPU counts (it then replaces the prediction)."""
-    points = [(seg.gpus, seg.metrics[THROUGHPUT_METRIC]) for t in trials for seg in t.segments
-              if seg.gpus and isinstance(seg.metrics.get(THROUGHPUT_METRIC), (int, float))]
-    return Measured.fit(points)
-
-
-def measured_counts(trials: list[TrialRecord]) -> set[int]:
-    """The GPU counts at which the Study's segments reported a throughput."""
-    return {seg.gpus for t in trials for seg in t.segments
-            if seg.gpus and isinstance(seg.metrics.get(THROUGHPUT_METRIC), (int, float))}
+def throughputs(trials: list[TrialRecord]) -> list[tuple[int, float]]:
+    """(GPUs, throughput) of every segment that reported one. Measured.fit of them replaces
+    the prediction once they cover two or more GPU counts."""
+    return [(seg.gpus, seg.metrics[THROUGHPUT_METRIC]) for t in trials for seg in t.segments
+            if seg.gpus and isinstance(seg.metrics.get(THROUGHPUT_METRIC), (int, float))]
 
 
 def running_counts(trials: list[TrialRecord]) -> set[int]:
@@ -104,7 +97,8 @@ class GpuPool:
         """GPUs for the Study's next segment; what it chose counts as held at once, so two
         Studies deciding together never hand out the same GPUs."""
         gpus = study.spec.trial.gpus
-        model = measured(trials) or predicted(study)
+        points = throughputs(trials)
+        model = Measured.fit(points) or predicted(study)
         total = self.total()
         with self.lock:
             self.held[key] = held(trials)
@@ -116,7 +110,7 @@ class GpuPool:
                 choice = replace(choice, reason=choice.reason + " (min: no scaling given or measured yet)")
             else:
                 choice = choose(model, gpus.min, gpus.max, gpus.target_efficiency, free, left, total)
-            choice = probe(model or IDEAL, choice, measured_counts(trials), running_counts(trials), gpus.min,
+            choice = probe(model or IDEAL, choice, {n for n, _ in points}, running_counts(trials), gpus.min,
                            gpus.max, free, left)
             if not choice.waits:
                 self.held[key] += choice.n
