@@ -29,8 +29,8 @@ current-context: x
 
 
 def use_kubeconfig(monkeypatch, file) -> None:
-    # the kubernetes client reads $KUBECONFIG once, at import: as a new `rung` process would
-    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(file))
+    # `rung` reads $KUBECONFIG when it makes its client: the cluster tier's own must not leak in
+    monkeypatch.setenv("KUBECONFIG", str(file))
 
 
 def to_cluster(kube: FakeKube, folder_records, namespace: str = "ns") -> None:

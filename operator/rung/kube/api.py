@@ -28,14 +28,18 @@ TIMEOUT = (5.0, 30.0)   # seconds: connect, read
 WATCH_SECONDS = 240     # a watch ends (and is resumed) this often, so a dead connection shows
 
 
+def kubeconfig_file() -> str | None:
+    """KUBECONFIG as it is now (the client library reads it once, when it is imported)."""
+    return os.environ.get("KUBECONFIG")
+
+
 def api_client() -> client.ApiClient:
     """From KUBECONFIG, or the in-cluster ServiceAccount."""
     try:
         kube_config.load_incluster_config()
         return client.ApiClient()
     except kube_config.ConfigException:
-        # KUBECONFIG as it is now: the client library reads it once, when it is imported.
-        return kube_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+        return kube_config.new_client_from_config(config_file=kubeconfig_file())
 
 
 def path(kind: str, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:

@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from rung.api import Study, parse_study
 from rung.errors import InputError
-from rung.kube.api import Kube, api_client, message_of, path, status_of
+from rung.kube.api import Kube, api_client, kubeconfig_file, message_of, path, status_of
 from rung.kube.informer import STUDY_LABEL
 from rung.records import SegmentRecord, TrialRecord
 from rung.runtime.loop import StudyState
@@ -75,7 +75,7 @@ def owned_by(obj: dict, owner: dict) -> bool:
 def current_namespace() -> str:
     """The namespace of the kubeconfig's current context, else `default`."""
     try:
-        _, context = kube_config.list_kube_config_contexts()
+        _, context = kube_config.list_kube_config_contexts(config_file=kubeconfig_file())
     except (kube_config.ConfigException, OSError):
         return "default"
     return (context or {}).get("context", {}).get("namespace") or "default"
