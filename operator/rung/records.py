@@ -33,6 +33,7 @@ class SegmentRecord:
     resume_from: float | None = None    # the rung budget it continued from
     status: SegmentStatus = SegmentStatus.RUNNING
     loss: float | None = None           # final loss; None while running or when failed
+    objectives: list[float] | None = None   # multi-objective: the final loss of each objective
     reached: float | None = None        # budget reached (the step it was stopped at, if stopped)
     curve: list[list[float]] = field(default_factory=list)  # live [step, loss] reports
     metrics: dict = field(default_factory=dict)              # latest reported metrics, as reported
@@ -77,6 +78,7 @@ class TrialRecord:
     name: str
     config: dict
     segments: list[SegmentRecord] = field(default_factory=list)
+    parent: int | None = None           # the trial whose checkpoint it started from (PBT)
 
     @property
     def state(self) -> SegmentStatus:
@@ -87,14 +89,18 @@ class TrialRecord:
         return self.segments[-1]
 
     def to_json(self) -> dict:
-        return {"index": self.index, "name": self.name, "state": str(self.state), "config": self.config,
-                "segments": [_finite(asdict(s)) for s in self.segments]}
+        doc = {"index": self.index, "name": self.name, "state": str(self.state), "config": self.config,
+               "segments": [_finite(asdict(s)) for s in self.segments]}
+        if self.parent is not None:
+            doc["parent"] = self.parent
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict) -> "TrialRecord":
         known = SegmentRecord.__dataclass_fields__
         segments = [SegmentRecord(**{k: v for k, v in s.items() if k in known}) for s in doc["segments"]]
-        return cls(int(doc["index"]), doc["name"], doc["config"], segments)
+        parent = doc.get("parent")
+        return cls(int(doc["index"]), doc["name"], doc["config"], segments, None if parent is None else int(parent))
 
 
 def _finite(d: dict) -> dict:

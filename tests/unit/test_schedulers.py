@@ -292,7 +292,7 @@ def test_deleted_records_keep_their_numbers_and_never_stall_the_scheduler(cls):
         if d is None:
             t = min(rebuilt.running)
             rebuilt.tell(t, rebuilt.running[t], quadratic(t, rebuilt.configs[t], rebuilt.running[t]))
-        elif d.is_new:
+        elif d.resume_from is None:
             given.append(d.trial)
         steps += 1
         assert steps < 500, "the scheduler stalls on a deleted trial"

@@ -24,6 +24,8 @@ class TrialSpec(_Model):
     study: str = Field(min_length=1, description="The Study this Trial belongs to.")
     index: int = Field(ge=0, description="The Trial's number within its Study.")
     params: dict[str, Choice] = Field(default_factory=dict, description="The configuration to train.")
+    parent: int | None = Field(None, ge=0, description="PBT: the index of the Trial whose checkpoint this one "
+                                                       "started from.")
 
 
 class Segment(_Model):
@@ -32,6 +34,7 @@ class Segment(_Model):
     resume_from: float | None = Field(None, description="The rung budget it continued from.")
     status: SegmentState = "running"
     loss: float | None = Field(None, description="Final loss (minimised); none while running or when failed.")
+    objectives: list[float] | None = Field(None, description="Multi-objective: the final loss of each objective.")
     reached: float | None = None
     restarts: int = Field(0, ge=0, description="Restarts after a crash or an infrastructure loss.")
     losses: int = Field(0, ge=0, description="Infrastructure losses (preemption, eviction, node loss).")

@@ -114,7 +114,8 @@ class TrialStore(RecordStore):
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial",
             "metadata": {"name": trial.name, "namespace": self.namespace, "labels": {STUDY_LABEL: self.name},
                          "ownerReferences": [kopf.build_owner_reference(study)]},
-            "spec": {"study": self.name, "index": trial.index, "params": trial.config},
+            "spec": {"study": self.name, "index": trial.index, "params": trial.config,
+                     **({} if trial.parent is None else {"parent": trial.parent})},
         }
         try:
             created = self.kube.request("POST", path("trials", self.namespace), body=body)

@@ -25,16 +25,15 @@ class Decision:
     """Run trial `trial` (config `config`) until it reaches `budget`.
 
     `resume_from` is the budget whose checkpoint the segment starts from (None: from scratch).
+    `parent` (PBT's exploit) is another trial whose checkpoint at `resume_from` a new trial
+    starts from; None: the trial's own checkpoint.
     """
 
     trial: int
     config: dict
     budget: float
     resume_from: float | None = None
-
-    @property
-    def is_new(self) -> bool:
-        return self.resume_from is None
+    parent: int | None = None
 
 
 class Scheduler(ABC):
@@ -51,6 +50,7 @@ class Scheduler(ABC):
         self.max_trials = int(max_trials)
         self.settings = {**self.SETTINGS, **settings}
         self.configs: dict[int, dict] = {}
+        self.parents: dict[int, int] = {}     # trial -> the trial it was copied from (PBT)
         self.observations: list[Observation] = []
         self.running: dict[int, float] = {}   # trial -> budget its current segment must reach
 
@@ -59,16 +59,20 @@ class Scheduler(ABC):
         """The next segment to start, or None when nothing can start now (or ever)."""
         decision = self._next()
         if decision is not None:
-            if decision.is_new:
-                self._register(decision.trial, decision.config)
+            if decision.trial not in self.configs:
+                self._register(decision.trial, decision.config, decision.parent)
             self._start(decision.trial, decision.budget)
         return decision
 
-    def tell(self, trial: int, budget: float, loss: float) -> None:
-        """Trial `trial` finished its segment, having reached `budget` with `loss`."""
+    def tell(self, trial: int, budget: float, loss: float, losses: Sequence[float] | None = None) -> None:
+        """Trial `trial` finished its segment, having reached `budget` with `loss` (and, in a
+        multi-objective Study, `losses`: one per objective, all minimised; a failure has none)."""
         self.running.pop(trial, None)
-        loss = FAILED_LOSS if loss is None or math.isnan(loss) else float(loss)
-        self.observations.append(Observation(trial, self.configs[trial], float(budget), loss))
+        loss = _clean(loss)
+        if losses is not None:
+            losses = tuple(_clean(x) for x in losses)
+            loss = losses[0]
+        self.observations.append(Observation(trial, self.configs[trial], float(budget), loss, losses))
         self._record(trial, float(budget), loss)
 
     def tell_failed(self, trial: int, budget: float) -> None:
@@ -97,7 +101,7 @@ class Scheduler(ABC):
                 self._register(index, {})
                 self._record(index, self._first_budget(index), FAILED_LOSS)
                 continue
-            self._register(index, rec.config)
+            self._register(index, rec.config, rec.parent)
             if not rec.segments:
                 self._start(index, self._first_budget(index))
             for seg in rec.segments:
@@ -106,7 +110,7 @@ class Scheduler(ABC):
                     self.report(index, step, loss)
                 result = seg.result()
                 if result is not None:
-                    self.tell(index, *result)
+                    self.tell(index, *result, seg.objectives)
         return self
 
     # ---- helpers for subclasses -----------------------------------------------------
@@ -129,8 +133,10 @@ class Scheduler(ABC):
         """The budget a new trial's first segment trains to."""
         return self.budget_max
 
-    def _register(self, trial: int, config: dict) -> None:
+    def _register(self, trial: int, config: dict, parent: int | None = None) -> None:
         self.configs[trial] = config
+        if parent is not None:
+            self.parents[trial] = parent
 
     def _start(self, trial: int, budget: float) -> None:
         self.running[trial] = budget
@@ -141,6 +147,10 @@ class Scheduler(ABC):
 
     def _record(self, trial: int, budget: float, loss: float) -> None:
         """Subclass hook: a result arrived."""
+
+
+def _clean(loss: float | None) -> float:
+    return FAILED_LOSS if loss is None or math.isnan(loss) else float(loss)
 
 
 def rung_budgets(budget_min: float, budget_max: float, eta: float) -> list[float]:

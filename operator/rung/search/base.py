@@ -24,13 +24,15 @@ class Observation:
     """One finished segment: a configuration evaluated at a budget.
 
     `loss` is always minimised (a maximised metric is negated before it gets here);
-    a failed evaluation has loss = +inf.
+    a failed evaluation has loss = +inf. A multi-objective Study also gives `losses`, one
+    minimised value per objective in spec order (`loss` is then the first of them).
     """
 
     trial: int
     config: dict
     budget: float
     loss: float
+    losses: tuple[float, ...] | None = None
 
 
 class Sampler(ABC):
