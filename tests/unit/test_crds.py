@@ -350,7 +350,7 @@ def test_segments_as_the_records_keep_them_fit_the_trial_status():
     from rung.controller.trial_store import segment_to_status
     from rung.records import SegmentRecord
 
-    seg = SegmentRecord(budget=9, resume_from=3, status="completed", loss=0.2, reached=9, curve=[[4, 0.5], [9, 0.2]],
+    seg = SegmentRecord(budget=9, resume_from=3, status="completed", loss=0.2, objectives=[0.2, 3.0], reached=9, curve=[[4, 0.5], [9, 0.2]],
                      metrics={"val_loss": 0.2}, started=1735689600.0, ended=1735689700.0, elapsed=100.0,
                      exit_code=0, reason="", restarts=1, losses=1, stop_requested=True, gpus=4, efficiency=0.73,
                      sizing="4 GPUs: E(5) = 0.67 < 0.70")
