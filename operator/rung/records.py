@@ -79,6 +79,7 @@ class TrialRecord:
     config: dict
     segments: list[SegmentRecord] = field(default_factory=list)
     parent: int | None = None           # the trial whose checkpoint it started from (PBT)
+    replaces: int | None = None         # the trial whose place it took (PBT)
 
     @property
     def state(self) -> SegmentStatus:
@@ -91,16 +92,16 @@ class TrialRecord:
     def to_json(self) -> dict:
         doc = {"index": self.index, "name": self.name, "state": str(self.state), "config": self.config,
                "segments": [_finite(asdict(s)) for s in self.segments]}
-        if self.parent is not None:
-            doc["parent"] = self.parent
+        doc.update({k: v for k, v in (("parent", self.parent), ("replaces", self.replaces)) if v is not None})
         return doc
 
     @classmethod
     def from_json(cls, doc: dict) -> "TrialRecord":
         known = SegmentRecord.__dataclass_fields__
         segments = [SegmentRecord(**{k: v for k, v in s.items() if k in known}) for s in doc["segments"]]
-        parent = doc.get("parent")
-        return cls(int(doc["index"]), doc["name"], doc["config"], segments, None if parent is None else int(parent))
+        parent, replaces = doc.get("parent"), doc.get("replaces")
+        return cls(int(doc["index"]), doc["name"], doc["config"], segments, None if parent is None else int(parent),
+                   None if replaces is None else int(replaces))
 
 
 def _finite(d: dict) -> dict:

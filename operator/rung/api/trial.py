@@ -26,6 +26,7 @@ class TrialSpec(_Model):
     params: dict[str, Choice] = Field(default_factory=dict, description="The configuration to train.")
     parent: int | None = Field(None, ge=0, description="PBT: the index of the Trial whose checkpoint this one "
                                                        "started from.")
+    replaces: int | None = Field(None, ge=0, description="PBT: the index of the Trial whose place this one took.")
 
 
 class Segment(_Model):

@@ -115,7 +115,7 @@ class TrialStore(RecordStore):
             "metadata": {"name": trial.name, "namespace": self.namespace, "labels": {STUDY_LABEL: self.name},
                          "ownerReferences": [kopf.build_owner_reference(study)]},
             "spec": {"study": self.name, "index": trial.index, "params": trial.config,
-                     **({} if trial.parent is None else {"parent": trial.parent})},
+                     **{k: v for k, v in (("parent", trial.parent), ("replaces", trial.replaces)) if v is not None}},
         }
         try:
             created = self.kube.request("POST", path("trials", self.namespace), body=body)

@@ -51,7 +51,8 @@ def segment_from_status(doc: dict) -> SegmentRecord:
 def trial_from_object(obj: dict) -> TrialRecord:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     return TrialRecord(int(spec["index"]), obj["metadata"]["name"], dict(spec.get("params") or {}),
-                       [segment_from_status(s) for s in status.get("segments") or []], spec.get("parent"))
+                       [segment_from_status(s) for s in status.get("segments") or []], spec.get("parent"),
+                       spec.get("replaces"))
 
 
 def study_status(obj: dict) -> dict:

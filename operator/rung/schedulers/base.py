@@ -26,7 +26,8 @@ class Decision:
 
     `resume_from` is the budget whose checkpoint the segment starts from (None: from scratch).
     `parent` (PBT's exploit) is another trial whose checkpoint at `resume_from` a new trial
-    starts from; None: the trial's own checkpoint.
+    starts from; None: the trial's own checkpoint. `replaces` is the trial it takes the
+    place of (PBT: the member that was exploited; it never runs again).
     """
 
     trial: int
@@ -34,6 +35,7 @@ class Decision:
     budget: float
     resume_from: float | None = None
     parent: int | None = None
+    replaces: int | None = None
 
 
 class Scheduler(ABC):
@@ -50,7 +52,8 @@ class Scheduler(ABC):
         self.max_trials = int(max_trials)
         self.settings = {**self.SETTINGS, **settings}
         self.configs: dict[int, dict] = {}
-        self.parents: dict[int, int] = {}     # trial -> the trial it was copied from (PBT)
+        self.parents: dict[int, int] = {}     # trial -> the trial whose checkpoint it started from (PBT)
+        self.replaced: dict[int, int] = {}    # trial -> the trial that took its place (PBT)
         self.observations: list[Observation] = []
         self.running: dict[int, float] = {}   # trial -> budget its current segment must reach
 
@@ -60,7 +63,7 @@ class Scheduler(ABC):
         decision = self._next()
         if decision is not None:
             if decision.trial not in self.configs:
-                self._register(decision.trial, decision.config, decision.parent)
+                self._register(decision.trial, decision.config, decision.parent, decision.replaces)
             self._start(decision.trial, decision.budget)
         return decision
 
@@ -101,7 +104,7 @@ class Scheduler(ABC):
                 self._register(index, {})
                 self._record(index, self._first_budget(index), FAILED_LOSS)
                 continue
-            self._register(index, rec.config, rec.parent)
+            self._register(index, rec.config, rec.parent, rec.replaces)
             if not rec.segments:
                 self._start(index, self._first_budget(index))
             for seg in rec.segments:
@@ -133,10 +136,12 @@ class Scheduler(ABC):
         """The budget a new trial's first segment trains to."""
         return self.budget_max
 
-    def _register(self, trial: int, config: dict, parent: int | None = None) -> None:
+    def _register(self, trial: int, config: dict, parent: int | None = None, replaces: int | None = None) -> None:
         self.configs[trial] = config
         if parent is not None:
             self.parents[trial] = parent
+        if replaces is not None:
+            self.replaced[replaces] = trial
 
     def _start(self, trial: int, budget: float) -> None:
         self.running[trial] = budget

@@ -103,8 +103,8 @@ class Hyperband(Scheduler):
         bracket = self.bracket_of.get(trial) or self._bracket_for_new(trial)
         return bracket.budgets[0]
 
-    def _register(self, trial, config, parent=None):
-        super()._register(trial, config, parent)
+    def _register(self, trial, config, parent=None, replaces=None):
+        super()._register(trial, config, parent, replaces)
         bracket = self._bracket_for_new(trial)
         bracket.members[0].append(trial)
         self.bracket_of[trial] = bracket
