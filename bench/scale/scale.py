@@ -9,7 +9,8 @@ trial pod after its simulated duration (--unit-seconds per budget unit, varied b
 
 It measures, from its own watch of the pods: the time from a pod's completion to the
 creation of the pod that takes its slot (per Study, first come first served), the share
-of GPUs held by running trial pods while new trials remain to start, the operator's CPU
+of its GPUs held by its running trial pods while it has new trials to start (summed over
+Studies, each in its own window), the operator's CPU
 and RSS, API requests per finished segment (the operator's rung_api_requests_total and
 rung_segments_finished_total), the largest Study and Trial objects as the API server
 serves them and how the largest Study grows with its trials, and lost or duplicated work.
@@ -26,7 +27,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -134,9 +134,9 @@ class Operator:
                 self.proc.kill()
 
 
-def pairs(completed, created) -> list[tuple[float, float]]:
-    """(completion time, delay) per completion whose slot a later creation filled: per
-    Study, creations take the oldest completion not yet followed by one."""
+def pairs(completed, created) -> list[tuple[float, float, tuple]]:
+    """(completion time, delay, Study key) per completion whose slot a later creation
+    filled: per Study, creations take the oldest completion not yet followed by one."""
     events = sorted([(t, 0, key) for t, key, _ in completed] + [(t, 1, key) for t, key, _ in created])
     waiting: dict = defaultdict(deque)
     out = []
@@ -145,7 +145,7 @@ def pairs(completed, created) -> list[tuple[float, float]]:
             waiting[key].append(t)
         elif waiting[key]:
             began = waiting[key].popleft()
-            out.append((began, t - began))
+            out.append((began, t - began, key))
     return out
 
 
@@ -245,15 +245,16 @@ def main(argv: list[str] | None = None) -> dict:
     operator = None if args.use_running_operator else Operator(ns, args.metrics_port, args.out / "operator.log")
     finisher = kwok.Finisher(kube, args.unit_seconds, BUDGET_MAX, stop, ns, jitter=args.jitter)
     names = {f"s{i}": args.trials // args.studies + (i < args.trials % args.studies) for i in range(args.studies)}
-    samples, sizes, restart = [], [], {}
+    samples, sizes, restart, study_of = [], [], {}, {}
+    per_study = {name: args.concurrent // args.studies + (i < args.concurrent % args.studies)
+                 for i, name in enumerate(names)}
     try:
         finisher.start()
         if operator:
             operator.start()
         t0 = time.time()
-        for i, (name, n) in enumerate(names.items()):
-            per = args.concurrent // args.studies + (i < args.concurrent % args.studies)
-            kube.request("POST", path("studies", ns), body=study(ns, name, n, per))
+        for name, n in names.items():
+            kube.request("POST", path("studies", ns), body=study(ns, name, n, per_study[name]))
         ended, last_size, last_print = False, 0.0, 0.0
         while not ended and time.time() - t0 < args.timeout:
             time.sleep(1.0)
@@ -264,8 +265,12 @@ def main(argv: list[str] | None = None) -> dict:
             with finisher.lock:
                 running = len(finisher.running)
                 busy = sum(finisher.running.values())
+                study_of.update((n, k[1]) for _, k, n in finisher.created[len(study_of):])
+                by_study = defaultdict(int)
+                for pod, held in finisher.running.items():
+                    by_study[study_of.get(pod)] += held
             sample = {"t": now - t0, "running": running, "gpus_busy": busy / gpus, "trials_created": created,
-                      "completed": len(finisher.completed)}
+                      "completed": len(finisher.completed), "busy_by_study": dict(by_study)}
             if operator:
                 sample["rss_mb"], sample["cpu_s"] = operator.sample()
             samples.append(sample)
@@ -299,12 +304,20 @@ def main(argv: list[str] | None = None) -> dict:
         counters = operator.counters() if operator else scrape(args.metrics_port)
         study_bytes, trial_bytes = object_sizes(kube, ns)
         result = audit(kube, ns, names, finisher)
-        # While new trials remain to start (up to the last trial's first pod) every completion
-        # frees a slot the operator fills; after that only promotions follow, and late.
-        last_new = max((t for t, _, n in finisher.created if n.endswith("-s0")), default=t0) - t0
-        latency = [(t, d) for t, d in pairs(finisher.completed, finisher.created) if t - t0 <= last_new]
+        # While a Study has new trials to start (up to its last trial's first pod) every
+        # completion frees a slot its operator fills; after that only promotions follow, and
+        # late: each Study is measured in its own window.
+        last_new = defaultdict(float)
+        for t, key, n in finisher.created:
+            if n.endswith("-s0"):
+                last_new[key[1]] = max(last_new[key[1]], t - t0)
+        latency = [(t, d) for t, d, key in pairs(finisher.completed, finisher.created) if t - t0 <= last_new[key[1]]]
         delays = [d for _, d in latency]
-        window = [s for s in samples if s["t"] <= last_new and s["t"] >= 10]
+        held = wanted = 0
+        for sample in samples:
+            for name, per in per_study.items():
+                if 10 <= sample["t"] <= last_new[name]:
+                    held, wanted = held + sample["busy_by_study"].get(name, 0), wanted + per
         segments = counters.get("rung_segments_finished_total", 0.0)
         result.update({
             "trials_requested": args.trials, "concurrent": args.concurrent, "studies": args.studies, "gpus": gpus,
@@ -312,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
             "segments": len(finisher.completed),
             "decisions_per_s": len(finisher.created) / wall,
             "p50_s": quantile(delays, 0.5), "p99_s": quantile(delays, 0.99), "max_s": max(delays, default=float("nan")),
-            "gpu_busy": statistics.fmean(s["gpus_busy"] for s in window) if window else float("nan"),
+            "gpu_busy": held / wanted if wanted else float("nan"),
             "rss_mb": max((s.get("rss_mb", 0) for s in samples), default=None) if operator else None,
             "cpu_fraction": (samples[-1]["cpu_s"] / wall) if operator and samples else None,
             "api_requests": counters.get("rung_api_requests_total"),
@@ -350,7 +363,7 @@ def table(r: dict) -> None:
         ("wall time", f"{r['wall_s']:.0f} s"),
         ("pods created per second", f"{r['decisions_per_s']:.1f}"),
         ("completion -> successor p50 / p99 / max", f"{r['p50_s']:.2f} / {r['p99_s']:.2f} / {r['max_s']:.2f} s"),
-        ("GPUs busy while new trials remain", f"{r['gpu_busy']:.1%}"),
+        ("GPUs busy while a Study has new trials to start", f"{r['gpu_busy']:.1%}"),
         ("operator RSS (max)", f"{r['rss_mb']:.0f} MB" if r["rss_mb"] else "n/a"),
         ("operator CPU (cores, mean)", f"{r['cpu_fraction']:.2f}" if r["cpu_fraction"] is not None else "n/a"),
         ("API requests per segment", f"{r['requests_per_segment']:.2f}" if r["requests_per_segment"] else "n/a"),

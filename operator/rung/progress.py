@@ -14,7 +14,7 @@ from rung.report import Summary, format_duration
 def progress_line(s: Summary) -> str:
     running = s.counts.get("running", 0)
     best = s.best
-    metric = s.study.spec.objective.metric
+    metric = s.study.objective.metric
     # The incumbent may get worse when a higher budget is first reached: its budget says why.
     unit = s.study.spec.budget.unit
     best_text = (f"incumbent {metric} {s.metric(best.loss):.4g} at {best.budget:g} {unit}" if best

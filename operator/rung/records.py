@@ -33,7 +33,6 @@ class SegmentRecord:
     resume_from: float | None = None    # the rung budget it continued from
     status: SegmentStatus = SegmentStatus.RUNNING
     loss: float | None = None           # final loss; None while running or when failed
-    objectives: list[float] | None = None   # multi-objective: the final loss of each objective
     reached: float | None = None        # budget reached (the step it was stopped at, if stopped)
     curve: list[list[float]] = field(default_factory=list)  # live [step, loss] reports
     metrics: dict = field(default_factory=dict)              # latest reported metrics, as reported
@@ -48,6 +47,7 @@ class SegmentRecord:
     gpus: int = 0                       # GPUs its pods get (chosen when the segment is recorded)
     efficiency: float | None = None     # the predicted (or measured) E(gpus) it was chosen with
     sizing: str = ""                    # why that many, e.g. "4 GPUs: E(5) = 0.62 < 0.70"
+    objectives: list[float] | None = None   # multi-objective: the final loss of each objective
 
     def __post_init__(self):
         self.status = SegmentStatus(self.status)

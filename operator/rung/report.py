@@ -94,9 +94,9 @@ def format_table(s: Summary) -> str:
     lines = [f"Study {s.study.name}: {s.state}" + (f" ({s.reason})" if s.reason else "")]
     best = s.best
     if best is None:
-        lines.append(f"  best {spec.objective.metric:<14} none yet")
+        lines.append(f"  best {s.study.objective.metric:<14} none yet")
     else:
-        lines.append(f"  best {spec.objective.metric:<14} {_num(s.metric(best.loss))}  "
+        lines.append(f"  best {s.study.objective.metric:<14} {_num(s.metric(best.loss))}  "
                      f"(trial {best.trial.name}, {unit} {_num(best.budget)})")
         lines += [f"    {k} = {v!r}" if isinstance(v, str) else f"    {k} = {_num(v) if isinstance(v, float) else v}"
                   for k, v in best.trial.config.items()]
@@ -124,7 +124,7 @@ def format_top(s: Summary, k: int = 10) -> str:
     rows = [(str(i + 1), t.name, t.state, str(len(t.segments)), _num(b), _num(s.metric(loss)),
              " ".join(f"{n}={_num(v) if isinstance(v, float) else v}" for n, v in t.config.items()))
             for i, (t, b, loss) in enumerate(top_trials(s, k))]
-    head = ("#", "trial", "state", "segments", s.study.spec.budget.unit, s.study.spec.objective.metric, "params")
+    head = ("#", "trial", "state", "segments", s.study.spec.budget.unit, s.study.objective.metric, "params")
     if not rows:
         return "no trial has a result yet"
     widths = [max(len(r[j]) for r in [head, *rows]) for j in range(len(head) - 1)]
@@ -161,7 +161,7 @@ def write_plots(s: Summary, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    metric, unit = s.study.spec.objective.metric, s.study.spec.budget.unit
+    metric, unit = s.study.objective.metric, s.study.spec.budget.unit
     paths = []
     ys = [s.metric(p.loss) for p in s.trajectory]
     ys_end = ys + ys[-1:]   # the incumbent holds until the end of the Study

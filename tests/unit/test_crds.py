@@ -273,7 +273,6 @@ _DELETE = object()
     ("spec.searchSpace.activation.choices", "relu", "spec.searchSpace.activation.choices"),
     ("spec.budget.min", 0, "spec.budget.min"),
     ("spec.objective.goal", "maximise", "spec.objective.goal"),
-    ("spec.objective", _DELETE, "spec"),
     ("spec.algorithm.settings", "fast", "spec.algorithm.settings"),
     ("spec.limits.maxTrails", 10, "spec.limits"),
     ("spec.checkpoints", {"uri": "ftp://x"}, "spec.checkpoints.uri"),             # unknown scheme
@@ -290,6 +289,7 @@ def test_wrong_types_and_missing_fields_are_refused(field, value, where):
     ("spec.searchSpace.lr.low", 1.0),          # above high
     ("spec.searchSpace.lr.low", -1.0),         # log scale with low <= 0
     ("spec.algorithm.name", "simplex"),        # unknown algorithm
+    ("spec.objective", _DELETE),               # neither objective nor objectives (a CEL rule on a server)
 ])
 def test_semantic_errors_pass_the_schema_and_are_caught_by_the_model(field, value):
     doc = _set(_study(), field, value)

@@ -85,6 +85,12 @@ def crd(kind: str, plural: str, short: str, spec: type[BaseModel], status: type[
     spec_schema = model_schema(spec)
     if kind in MUTABLE:
         immutable(spec_schema, MUTABLE[kind], kind=kind)
+    if kind == "Study":   # one objective form or the other, for good
+        spec_schema["x-kubernetes-validations"] = [
+            {"rule": "has(self.objective) != has(self.objectives)",
+             "message": "spec: give objective (one metric) or objectives (several), not both and not neither"},
+            {"rule": "has(self.objectives) == has(oldSelf.objectives)",
+             "message": "spec.objectives cannot be added or removed once the Study exists; create a new Study"}]
     root = {
         "description": f"A Rung {kind}.",
         "type": "object",

@@ -16,7 +16,11 @@ API_VERSION = "rung.dev/v1alpha1"
 ALGORITHMS = (
     "random", "grid", "sobol", "tpe", "evolution", "annealing",
     "sha", "hyperband", "asha", "asha-stop", "bohb", "async-bohb", "median-stop",
+    "curve-stop", "pbt", "mo-asha", "motpe",
 )
+# Algorithms that rank configurations by several objectives at once (spec.objectives);
+# random, sobol and grid ignore the results, so they serve both kinds of Study.
+MULTI_OBJECTIVE = ("mo-asha", "motpe", "random", "sobol", "grid")
 
 # Spec fields a Study may change once it exists; edits take effect from the next segment.
 # Everything else decides which trials the Study makes, or where their checkpoints are:
@@ -222,8 +226,25 @@ class Checkpoints(_Model):
         return v
 
 
+class WarmStart(_Model):
+    studies: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, max_length=20,
+        description="Earlier Studies whose results seed this one's model (on a cluster: Study names in the same "
+                    "namespace; with `rung run`: their results folders).")
+    weight: float = Field(1.0, gt=0, le=1, description="How much their results count, before task similarity.")
+
+
+class Task(_Model):
+    meta_features: dict[str, float] = Field(
+        default_factory=dict, description="Numbers that describe the task (`rung meta-features` computes them); "
+                                          "warm start weighs earlier Studies by how alike theirs are.")
+
+
 class StudySpec(_Model):
-    objective: Objective
+    objective: Objective | None = Field(None, description="The metric to optimise (or objectives: several).")
+    objectives: list[Objective] | None = Field(
+        None, min_length=2, max_length=4,
+        description="Several metrics to optimise at once: the Study finds their Pareto front.")
     search_space: dict[str, ParamSpec]
     algorithm: Algorithm
     budget: Budget = Field(default_factory=Budget)
@@ -231,6 +252,21 @@ class StudySpec(_Model):
     trial: TrialTemplate
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
     fair_share: FairShare = Field(default_factory=FairShare)
+    warm_start: WarmStart | None = None
+    task: Task = Field(default_factory=Task)
+
+    @model_validator(mode="after")
+    def _one_objective_form(self):
+        if (self.objective is None) == (self.objectives is None):
+            raise ValueError("give objective (one metric) or objectives (several), not both and not neither")
+        if self.objectives is not None:
+            metrics = [o.metric for o in self.objectives]
+            if len(set(metrics)) != len(metrics):
+                raise ValueError("objectives name a metric twice; list each metric once")
+            if self.algorithm.name not in MULTI_OBJECTIVE:
+                raise ValueError(f"algorithm {self.algorithm.name!r} optimises one objective; with objectives use "
+                                 f"one of: {', '.join(MULTI_OBJECTIVE)}")
+        return self
 
     @field_validator("search_space")
     @classmethod
@@ -324,8 +360,22 @@ class Study(BaseModel):
         return self.metadata.name
 
     @property
+    def objectives(self) -> list[Objective]:
+        """Every objective, in spec order (one for a single-objective Study)."""
+        return self.spec.objectives or [self.spec.objective]
+
+    @property
+    def objective(self) -> Objective:
+        """The first objective: it ranks checkpoints, and curves are reported in it."""
+        return self.objectives[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.spec.objectives is not None
+
+    @property
     def minimize(self) -> bool:
-        return self.spec.objective.goal == "minimize"
+        return self.objective.goal == "minimize"
 
     @property
     def uid(self) -> str | None:

@@ -65,7 +65,7 @@ def checkpoint_settings(study: Study, config: OperatorConfig) -> tuple[str, str 
 
 def needs_live_reports(scheduler: Scheduler) -> bool:
     """Only schedulers that decide during a segment (stop rules) read running pods' logs."""
-    return type(scheduler).report is not Scheduler.report
+    return scheduler.stops_early
 
 
 def checkpoint_volumes(root: str, config: OperatorConfig) -> list[tuple[dict, dict]]:
@@ -91,7 +91,7 @@ class TellingTrialStore(TrialStore):
 
     def __init__(self, kube: Kube, study: Study, study_object, pool: Executor | None = None):
         super().__init__(kube, study, study_object, pool)
-        self.events = TrialEvents(self.namespace, self.name, study.spec.objective.metric, self.sign)
+        self.events = TrialEvents(self.namespace, self.name, study.objective.metric, self.sign)
 
     def load(self):
         trials = super().load()

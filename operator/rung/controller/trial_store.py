@@ -179,7 +179,7 @@ class TrialStore(RecordStore):
                 post_event(self.kube, before, "Warning", "StudyFailed", status.get("reason", ""))
             elif phase == "Succeeded" and best is not None:
                 post_event(self.kube, before, "Normal", "StudySucceeded",
-                           f"best {self.study.spec.objective.metric} {summary.metric(best.loss):g} "
+                           f"best {self.study.objective.metric} {summary.metric(best.loss):g} "
                            f"({best.trial.name})")
 
     def patch_study_status(self, patch: dict) -> None:

@@ -53,6 +53,8 @@ class SegmentSpec:
     gpu_resources: dict[str, str] = field(default_factory=dict)   # spec.trial.gpus.perGpu, per GPU
     privileged: bool = False       # spec.trial.privileged (pods only, if the operator allows it)
     host_network: bool = False     # spec.trial.hostNetwork (pods only, if the operator allows it)
+    parent_uri: str | None = None  # PBT: the checkpoint prefix of the trial this one starts from,
+    parent_params: dict | None = None   # its parameters (its checkpoints are bound to them)
 
     @property
     def name(self) -> str:
@@ -83,6 +85,9 @@ def contract_env(spec: SegmentSpec, result_file: str) -> dict[str, str]:
     if spec.gpus:   # what a single-pod multi-GPU launcher (torchrun, DDP) reads
         env.update({C.ENV_GPUS: str(spec.gpus), "WORLD_SIZE": str(spec.gpus), "LOCAL_WORLD_SIZE": str(spec.gpus),
                     "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"})
+    if spec.parent_uri is not None:
+        env.update({C.ENV_PARENT_CHECKPOINT_URI: spec.parent_uri, C.ENV_PARENT_STEP: repr(float(spec.resume_from or 0)),
+                    C.ENV_PARENT_PARAMS: json.dumps(spec.parent_params, separators=(",", ":"))})
     if spec.keep_best is not None:
         env.update({C.ENV_KEEP_BEST: str(spec.keep_best), C.ENV_OBJECTIVE: spec.objective,
                     C.ENV_OBJECTIVE_GOAL: spec.goal})

@@ -87,7 +87,9 @@ class StudyLoop:
         next step, whose decisions are rebuilt from the records under it."""
         self.study = study
         self.parallelism = self._parallelism or study.spec.limits.parallelism
-        self.sign = 1.0 if study.minimize else -1.0   # loss = sign * metric, always minimised
+        # loss = sign * metric, always minimised; one sign per objective
+        self.signs = [1.0 if o.goal == "minimize" else -1.0 for o in study.objectives]
+        self.sign = self.signs[0]
         self._stale = True
 
     # ---- driving --------------------------------------------------------------------
@@ -213,7 +215,7 @@ class StudyLoop:
         again), except when the scheduler stops the trial: that is recorded at once."""
         seg = trial.current
         seg.metrics.update(event.metrics)
-        value = event.metrics.get(self.study.spec.objective.metric)
+        value = event.metrics.get(self.study.objective.metric)
         if not _is_number(value) or not math.isfinite(value):
             return
         if seg.curve and event.step <= seg.curve[-1][0]:
@@ -228,7 +230,7 @@ class StudyLoop:
     def _on_ended(self, trial: TrialRecord, event: Ended) -> None:
         seg = trial.current
         seg.exit_code = event.exit_code
-        self._adopt_result(seg, event.result)
+        self._adopt_result(trial, event.result)
         if (fault := _store_fault(event)) is not None:
             # Not the trial's fault: like a lost pod, it runs again (within maxPreemptions),
             # and with a gate, nothing starts until the store answers again.
@@ -247,33 +249,39 @@ class StudyLoop:
                           f"lost {seg.losses} times, more than limits.maxPreemptions ({limit}): "
                           f"{event.reason}", event.attempt)
         if event.outcome == Outcome.SUCCEEDED:
-            value = _objective(event.result, seg.metrics, self.study.spec.objective.metric)
-            if value is None:
-                metric = self.study.spec.objective.metric
-                self._finish_failed(trial, f"exited 0 without reporting the objective metric {metric!r}; "
-                                           f"report it, e.g. trial.report(step, {metric}=...)")
-            elif not math.isfinite(value):   # worst for the scheduler; a visible outcome in reports
+            values = [_objective(event.result, seg.metrics, o.metric) for o in self.study.objectives]
+            missing = next((o.metric for o, v in zip(self.study.objectives, values) if v is None), None)
+            wild = next(((o.metric, v) for o, v in zip(self.study.objectives, values)
+                         if v is not None and not math.isfinite(v)), None)
+            if missing is not None:
+                self._finish_failed(trial, f"exited 0 without reporting the objective metric {missing!r}; "
+                                           f"report it, e.g. trial.report(step, {missing}=...)")
+            elif wild is not None:   # worst for the scheduler; a visible outcome in reports
                 seg.status, seg.reached, seg.loss = SegmentStatus.COMPLETED, seg.budget, None
-                seg.reason = f"{DIVERGED}: the objective {self.study.spec.objective.metric} was {value}"
+                seg.reason = f"{DIVERGED}: the objective {wild[0]} was {wild[1]}"
                 self._close(trial)
                 self._save(trial)
                 self.scheduler.tell(trial.index, seg.budget, FAILED_LOSS)
             elif (short := _short_of(seg, event.result)) is not None:   # credited with the step it reached
                 self._finish_stopped(trial, f"ended at step {short:g}, short of its budget {seg.budget:g}")
             else:
-                seg.status, seg.reached, seg.loss, seg.reason = SegmentStatus.COMPLETED, seg.budget, self.sign * value, ""
+                losses = [sign * v for sign, v in zip(self.signs, values)]
+                seg.status, seg.reached, seg.loss, seg.reason = SegmentStatus.COMPLETED, seg.budget, losses[0], ""
+                seg.objectives = losses if self.study.multi_objective else None
                 self._close(trial)
                 self._save(trial)
-                self.scheduler.tell(trial.index, seg.budget, seg.loss)
+                self.scheduler.tell(trial.index, seg.budget, seg.loss, seg.objectives)
         elif event.outcome == Outcome.STOPPED:
             self._finish_stopped(trial, event.reason or "stopped by the scheduler")
         else:
             error = event.result.get("error") if isinstance(event.result, dict) else None
             self._finish_failed(trial, event.reason or str(error or "failed"))
 
-    def _adopt_result(self, seg: SegmentRecord, result: dict | None) -> None:
+    def _adopt_result(self, trial: TrialRecord, result: dict | None) -> None:
         """The result file's final metrics, and its thinned curve where live reports left a
-        gap (on a cluster they are read only for stop-based schedulers)."""
+        gap (on a cluster they are read only for stop-based schedulers): the scheduler hears
+        of those points as a restored one would."""
+        seg = trial.current
         if not isinstance(result, dict):
             return
         if isinstance(result.get("metrics"), dict):
@@ -283,6 +291,7 @@ class StudyLoop:
             if (isinstance(point, list) and len(point) == 2 and all(_is_number(x) and math.isfinite(x) for x in point)
                     and point[0] > last):
                 seg.curve.append([float(point[0]), self.sign * float(point[1])])
+                self.scheduler.report(trial.index, *seg.curve[-1])
                 last = point[0]
 
     def _finish_failed(self, trial: TrialRecord, reason: str) -> None:
@@ -327,7 +336,8 @@ class StudyLoop:
                 return
             trial = self.trials.get(decision.trial)
             if trial is None:
-                trial = TrialRecord(decision.trial, trial_name(self.study.name, decision.trial), decision.config)
+                trial = TrialRecord(decision.trial, trial_name(self.study.name, decision.trial), decision.config,
+                                    parent=decision.parent, replaces=decision.replaces)
                 self.trials[trial.index] = trial
             segment = SegmentRecord(decision.budget, decision.resume_from, started=self.wall())
             if size is not None:
@@ -393,7 +403,7 @@ class StudyLoop:
     def _no_result_reason(self) -> str:
         failed = [t for t in self.trials.values()
                   if t.state == SegmentStatus.FAILED or t.current.reason.startswith(DIVERGED)]
-        reason = f"{NO_RESULT} {self.study.spec.objective.metric}"
+        reason = f"{NO_RESULT} {self.study.objective.metric}"
         if failed:
             last = max(failed, key=lambda t: t.current.ended or 0.0)
             reason += (f" ({len(failed)} of {len(self.trials)} failed or diverged; "
@@ -420,17 +430,23 @@ class StudyLoop:
 
     def _spec(self, trial: TrialRecord) -> SegmentSpec:
         seg, spec, meta = trial.current, self.study.spec, self.study.metadata
+        parent = self.trials.get(trial.parent) if trial.parent is not None and len(trial.segments) == 1 else None
         return SegmentSpec(
             study=meta.name, namespace=meta.namespace, trial=trial.name, index=trial.index,
             segment=len(trial.segments) - 1, params=trial.config, budget=seg.budget,
             resume_from=seg.resume_from,
-            checkpoint_uri=trial_uri(self.checkpoint_root, meta.namespace, meta.name, self.run_id, trial.name),
+            checkpoint_uri=self._checkpoint_uri(trial),
             command=list(spec.trial.command), env=dict(spec.trial.env), attempt=seg.restarts,
             image=spec.trial.image, resources=dict(spec.trial.resources), timeout=spec.trial.timeout_seconds,
-            objective=spec.objective.metric, goal=spec.objective.goal, keep_best=spec.checkpoints.keep_best,
+            objective=self.study.objective.metric, goal=self.study.objective.goal, keep_best=spec.checkpoints.keep_best,
             gpus=seg.gpus, gpu_resources=dict(spec.trial.gpus.per_gpu) if spec.trial.gpus else {},
             privileged=spec.trial.privileged,
-            host_network=spec.trial.host_network)
+            host_network=spec.trial.host_network,
+            parent_uri=self._checkpoint_uri(parent) if parent else None, parent_params=parent.config if parent else None)
+
+    def _checkpoint_uri(self, trial: TrialRecord) -> str:
+        meta = self.study.metadata
+        return trial_uri(self.checkpoint_root, meta.namespace, meta.name, self.run_id, trial.name)
 
     def _save(self, trial: TrialRecord) -> None:
         """Mark the record changed; `_flush` writes every changed one (at once, where the

@@ -86,6 +86,13 @@ class Scheduler(ABC):
         """A live intermediate result. Returns False when the trial should stop now."""
         return True
 
+    @property
+    def stops_early(self) -> bool:
+        """Can report() stop a running segment? Then the runtime must deliver live reports;
+        otherwise a segment's curve arrives with its result (a subclass that only reads
+        curves says False)."""
+        return type(self).report is not Scheduler.report
+
     @abstractmethod
     def finished(self) -> bool:
         """True when no segment is running and none will ever be asked for."""

@@ -25,6 +25,10 @@ ENV_KEEP_BEST = "RUNG_KEEP_BEST"      # retention: latest + this many best (int;
 ENV_OBJECTIVE = "RUNG_OBJECTIVE"      # the metric that ranks checkpoints, e.g. val_loss
 ENV_OBJECTIVE_GOAL = "RUNG_OBJECTIVE_GOAL"  # minimize (default) | maximize
 ENV_GPUS = "RUNG_GPUS"                # GPUs this segment's pod got (int; unset/empty: 0, CPU)
+# PBT: a trial that starts from another trial's weights, before it has checkpoints of its own
+ENV_PARENT_CHECKPOINT_URI = "RUNG_PARENT_CHECKPOINT_URI"   # the other trial's checkpoint root
+ENV_PARENT_PARAMS = "RUNG_PARENT_PARAMS"  # its parameters (JSON): its checkpoints are bound to them
+ENV_PARENT_STEP = "RUNG_PARENT_STEP"      # its latest checkpoint at a step <= this one is loaded
 
 REPORT_PREFIX = "@rung "  # stdout line: '@rung {"step": 3, "metrics": {"val_loss": 0.12}}'
 

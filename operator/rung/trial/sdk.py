@@ -105,7 +105,9 @@ def _store():
 
 
 def load_checkpoint() -> Any:
-    """The state saved by the latest intact checkpoint at a step <= budget(), or None."""
+    """The state saved by the latest intact checkpoint at a step <= budget(), or None.
+    A trial with none of its own that starts from another's weights (PBT) gets that
+    trial's latest checkpoint at a step <= RUNG_PARENT_STEP."""
     global _loaded_step, _last_saved_step
     _loaded_step = None
     where = _store()
@@ -113,12 +115,23 @@ def load_checkpoint() -> Any:
         return None
     store, prefix = where
     found = store.load_latest(prefix, max_step=budget(), owner=_owner(), skipped=_warn_skipped)
+    if found is None and _env(C.ENV_PARENT_CHECKPOINT_URI) is not None:
+        found = _load_parent()
     if found is None or STATE_FILE not in found[1]:
         return None
     step, files = found
     state = pickle.loads(files[STATE_FILE])
     _loaded_step = _last_saved_step = step
     return state
+
+
+def _load_parent():
+    from rung.storage import split_trial_uri
+    from rung.storage.base import owner_of
+    store, prefix = split_trial_uri(_env(C.ENV_PARENT_CHECKPOINT_URI))
+    step = float(_env(C.ENV_PARENT_STEP) or 0)
+    owner = owner_of(json.loads(_env(C.ENV_PARENT_PARAMS) or "{}"))
+    return store.load_latest(prefix, max_step=step, owner=owner, skipped=_warn_skipped)
 
 
 def _owner() -> str | None:
