@@ -101,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
                          "0 turns it off)")
     op.set_defaults(func=cmd_operator)
 
+    # Its own parser (rung.meta_features_cli) reads the arguments: main() hands them over.
+    sub.add_parser("meta-features", add_help=False,
+                   help="a dataset's meta-features (size, classes, landmarkers) for spec.task.metaFeatures")
+
     crds = sub.add_parser("crds", help="print the CustomResourceDefinitions (YAML), or write them to a folder")
     crds.add_argument("--write", metavar="DIR", help="write one file per kind into DIR (e.g. crds/)")
     crds.set_defaults(func=cmd_crds)
@@ -118,6 +122,10 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["meta-features"]:
+        from rung import meta_features_cli
+        return meta_features_cli.main(argv[1:])
     try:
         args = _parser().parse_args(argv)
         return args.func(args)
@@ -143,12 +151,16 @@ def cmd_run(args) -> int:
     from rung.runtime.folder import FolderRecords, check_folder, locked
     from rung.runtime.loop import HOLD_STORE, StudyLoop, StudyState, retry_failed
     from rung.storage import StoreGate, open_store, study_prefix
+    from rung.warm_priors import folder_loader, priors_for
 
     manifest = Path(args.study)
     study, search = load_runnable(manifest)
     cwd = check_study(study, manifest)
     results = (Path(args.results) if args.results else default_results(study)).resolve()
     check_folder(results, study)
+    priors = priors_for(study, folder_loader(Path.cwd()))   # spec.warmStart: earlier results folders
+    for prior in priors:
+        print(f"warm start: {prior.note()}", file=sys.stderr)
 
     with locked(results):
         check_folder(results, study)   # again, now that no other `rung run` can write it
@@ -163,7 +175,7 @@ def cmd_run(args) -> int:
         gate = StoreGate(lambda: open_store(root), study_prefix(study.metadata.namespace, study.name, records.run_id))
         runtime = LocalRuntime(results, cwd)
         loop = StudyLoop(study, runtime, records, parallelism=args.parallel, run_id=records.run_id,
-                         checkpoint_root=root, gate=gate)
+                         checkpoint_root=root, gate=gate, priors=priors)
         progress = Progress(quiet=args.quiet)
         stop = threading.Event()
 
@@ -270,7 +282,7 @@ def cmd_validate(args) -> int:
 
 def cmd_report(args) -> int:
     from rung import archsearch_results
-    from rung.report import format_failed, format_table, format_top, summarize, write_plots
+    from rung.report import format_failed, format_lineage, format_table, format_top, summarize, write_plots
     from rung.runtime.folder import FolderRecords
 
     target = Path(args.target)
@@ -298,9 +310,10 @@ def cmd_report(args) -> int:
     print(format_table(summary))
     print()
     print(format_top(summary))
-    if failed := format_failed(summary):
-        print()
-        print(failed)
+    for more in (format_lineage(summary), format_failed(summary)):
+        if more:
+            print()
+            print(more)
     print()
     if summary.best is None:   # empty plots would say nothing; the reason does
         print(f"no plots: {summary.reason or 'no trial has a result yet'}")

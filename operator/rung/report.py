@@ -48,6 +48,27 @@ class Summary:
         """A loss back in the user's terms (maximised metrics were negated)."""
         return loss if self.study.minimize else -loss
 
+    def metrics(self, losses: list[float]) -> list[float]:
+        """Each objective's loss back in the user's terms."""
+        return [x if o.goal == "minimize" else -x for o, x in zip(self.study.objectives, losses)]
+
+    def front(self, k: int | None = None) -> list[tuple[TrialRecord, float, list[float]]]:
+        """A multi-objective Study's Pareto front, (trial, budget, losses) by the first
+        objective: among results at the highest budget any result reached (as the
+        incumbent), at most k of them spread along the front (None: all)."""
+        from rung import pareto
+
+        results = {}
+        for trial in self.trials:
+            for seg in trial.segments:
+                if seg.objectives and seg.reached is not None:
+                    results[trial.index] = (trial, seg.reached, seg.objectives)
+        top = max((b for _, b, _ in results.values()), default=None)
+        at_top = [r for r in results.values() if r[1] == top]
+        losses = [r[2] for r in at_top]
+        keep = pareto.pareto_front(losses) if k is None else pareto.front_subset(losses, k)
+        return sorted((at_top[i] for i in keep), key=lambda r: (r[2], r[0].index))
+
 
 def _ended(trials: list[TrialRecord]) -> list[tuple[SegmentRecord, TrialRecord]]:
     ended = [(s, t) for t in trials for s in t.segments if not s.running]
@@ -121,12 +142,47 @@ def top_trials(s: Summary, k: int = 10) -> list[tuple[TrialRecord, float, float]
 
 
 def format_top(s: Summary, k: int = 10) -> str:
+    """The top k trials; for a multi-objective Study, its Pareto front (k spread along it)."""
+    if s.study.multi_objective:
+        return format_front(s, k)
     rows = [(str(i + 1), t.name, t.state, str(len(t.segments)), _num(b), _num(s.metric(loss)),
              " ".join(f"{n}={_num(v) if isinstance(v, float) else v}" for n, v in t.config.items()))
             for i, (t, b, loss) in enumerate(top_trials(s, k))]
     head = ("#", "trial", "state", "segments", s.study.spec.budget.unit, s.study.objective.metric, "params")
     if not rows:
         return "no trial has a result yet"
+    return _columns(head, rows)
+
+
+def format_front(s: Summary, k: int = 10) -> str:
+    front = s.front(k)
+    if not front:
+        return "no trial has a result for every objective yet"
+    rows = [(str(i + 1), t.name, _num(b), *(_num(v) for v in s.metrics(losses)),
+             " ".join(f"{n}={_num(v) if isinstance(v, float) else v}" for n, v in t.config.items()))
+            for i, (t, b, losses) in enumerate(front)]
+    head = ("#", "trial", s.study.spec.budget.unit, *(o.metric for o in s.study.objectives), "params")
+    return f"Pareto front ({len(s.front())} trials; {len(front)} shown):\n" + _columns(head, rows)
+
+
+def format_lineage(s: Summary) -> str:
+    """PBT: each live member's chain of trials, where its weights came from ("" otherwise)."""
+    if s.study.spec.algorithm.name != "pbt":
+        return ""
+    from rung.schedulers.pbt import lineage
+
+    lines = ["lineage (per member, the trials that trained its weights, oldest first: #trial [from-to step]):"]
+    for member, links in sorted(lineage(s.trials).items()):
+        lines.append(f"  {member}: " + " -> ".join(_link(link) for link in links))
+    return "\n".join(lines)
+
+
+def _link(link) -> str:
+    params = " ".join(f"{n}={_num(v) if isinstance(v, float) else v}" for n, v in link.config.items())
+    return f"#{link.trial} [{_num(link.start)}-{_num(link.end)}] ({params})"
+
+
+def _columns(head: tuple, rows: list[tuple]) -> str:
     widths = [max(len(r[j]) for r in [head, *rows]) for j in range(len(head) - 1)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
     return "\n".join(fmt.format(*r) for r in [head, *rows])
@@ -191,7 +247,31 @@ def write_plots(s: Summary, out: Path) -> list[Path]:
     ax.set(xlabel=f"step ({unit})", ylabel=metric, title=f"{s.study.name}: learning curves")
     ax.grid(alpha=0.3)
     paths.append(_save(fig, out / "learning_curves.png"))
+    if s.study.multi_objective:
+        paths.append(_pareto_plot(s, out / "pareto.png"))
     return paths
+
+
+def _pareto_plot(s: Summary, path: Path) -> Path:
+    """The first two objectives of every result at the front's budget, the front joined."""
+    import matplotlib.pyplot as plt
+
+    front = s.front()
+    budget = front[0][1] if front else None
+    everything = [s.metrics(seg.objectives) for t in s.trials for seg in t.segments
+                  if seg.objectives and seg.reached == budget]
+    first, second = (o.metric for o in s.study.objectives[:2])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p[0] for p in everything], [p[1] for p in everything], "o", color="0.7", markersize=3,
+            label="results")
+    line = sorted(s.metrics(losses)[:2] for _, _, losses in front)
+    ax.step([p[0] for p in line], [p[1] for p in line], "o-", where="post", color="C3", markersize=4,
+            label="Pareto front")
+    ax.set(xlabel=first, ylabel=second,
+           title=f"{s.study.name}: Pareto front at {s.study.spec.budget.unit} {_num(budget or 0)}")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:

@@ -93,8 +93,9 @@ def sgd_step(w: dict, v: dict, x, y, activation: str, lr: float, momentum: float
 
 def report(w: dict, xv, yv, activation: str, epoch: int) -> None:
     val_loss, val_acc = loss_and_accuracy(w, xv, yv, activation)
+    # `parameters` (the model's size) is a second objective for a multi-objective Study
     trial.report(epoch, val_loss=val_loss if math.isfinite(val_loss) else math.inf,
-                 val_accuracy=val_acc)
+                 val_accuracy=val_acc, parameters=sum(a.size for a in w.values()))
 
 
 def main() -> None:

@@ -337,12 +337,24 @@ class BestTrial(TopTrial):
     params: dict[str, Choice] = Field(default_factory=dict)
 
 
+class ParetoPoint(_Model):
+    trial: str
+    budget: float
+    values: dict[str, float] = Field(description="Each objective's metric, in user units.")
+
+
+PARETO_IN_STATUS = 10   # a front's size grows with trials: the status keeps this many, spread along it
+
+
 class StudyStatus(_Model):
     """Observed state of a Study: small and bounded (per-trial history lives in the Trials)."""
     phase: Literal["Pending", "Running", "Succeeded", "Failed", "Invalid"] = "Pending"
     trials: TrialCounts = Field(default_factory=TrialCounts)
     best: BestTrial | None = None
     top: list[TopTrial] = Field(default_factory=list, max_length=10)
+    pareto_front: list[ParetoPoint] = Field(
+        default_factory=list, max_length=PARETO_IN_STATUS,
+        description="Multi-objective: trials on the Pareto front, spread along it (`rung report` shows all).")
     elapsed: float = Field(0.0, ge=0, description="Seconds the Study has run.")
     conditions: list[Condition] = conditions_field()
     observed_generation: int | None = None

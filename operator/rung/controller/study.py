@@ -34,6 +34,7 @@ from rung.runtime.loop import HOLD_API, StudyLoop
 from rung.schedulers import make_scheduler
 from rung.schedulers.base import Scheduler
 from rung.storage import file_path
+from rung.warm_priors import cluster_loader, priors_for
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,8 @@ class StudyController:
             scheduler = make_scheduler(study)
             root, secret = checkpoint_settings(study, self.config)
             policy.check(study, self.config.policy, self._secret_labels)
+            if self.loop is None:   # the earlier Studies, once: they have finished
+                priors = priors_for(study, cluster_loader(self.kube, study.metadata.namespace))
         except InputError as e:
             self._invalid(body, e)
             return False
@@ -206,7 +209,7 @@ class StudyController:
                 gpu_resource=self.config.gpu_resource, clock=self.clock, pool=self.pool)
             self.store = StudyStore(self.kube, study, root, secret, clock=self.clock)
             self.loop = StudyLoop(study, self.runtime, self.records, checkpoint_root=root,
-                                  gate=self.store.gate if root.startswith("s3://") else None)
+                                  gate=self.store.gate if root.startswith("s3://") else None, priors=priors)
             if (body.get("status") or {}).get("phase") not in ("Running", *TERMINAL):
                 post_event(self.kube, body, "Normal", "Started",
                            f"{study.spec.algorithm.name}: up to {study.spec.limits.max_trials} trials, "

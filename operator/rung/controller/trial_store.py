@@ -19,6 +19,7 @@ from typing import Callable
 import kopf
 
 from rung.api import Study
+from rung.api.study import PARETO_IN_STATUS
 from rung.controller.events import post_event
 from rung.kube.api import GROUP, VERSION, Kube, path, status_of
 from rung.kube.informer import STUDY_LABEL, version
@@ -170,6 +171,10 @@ class TrialStore(RecordStore):
                 "params": best.trial.config},
             "top": [{"trial": t.name, "value": summary.metric(loss), "budget": budget}
                     for t, budget, loss in top_trials(summary, TOP_K)],
+            "paretoFront": [
+                {"trial": t.name, "budget": budget,
+                 "values": {o.metric: v for o, v in zip(self.study.objectives, summary.metrics(losses))}}
+                for t, budget, losses in summary.front(PARETO_IN_STATUS)] if self.study.multi_objective else None,
             "conditions": study_conditions(old.get("conditions") or [], phase, status.get("reason", ""),
                                            status.get("holds") or {}, status.get("waits", "")),
         }

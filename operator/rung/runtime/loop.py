@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import math
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from rung.api import Study
 from rung.records import DIVERGED, RecordStore, SegmentRecord, SegmentStatus, TrialRecord
@@ -49,6 +49,7 @@ class StudyLoop:
     def __init__(self, study: Study, runtime: Runtime, records: RecordStore, *,
                  checkpoint_root: str | None = None, run_id: str | None = None, parallelism: int | None = None,
                  gate: Callable[[bool], str] | None = None, sizer: Callable[[], "Choice"] | None = None,
+                 priors: Sequence = (),
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         """`gate(fresh)`, asked before new segments start, returns "" when they may, else why
         not (e.g. the checkpoint store is unreachable): nothing starts, and the Study waits.
@@ -56,7 +57,8 @@ class StudyLoop:
         `parallelism` overrides spec.limits.parallelism (`rung run --parallel`).
         `run_id` names this run in checkpoint paths (default: the Study's uid).
         `sizer()`, asked before each new segment, says how many GPUs it gets (rung.sizing
-        Choice); while it says wait, no new segment starts."""
+        Choice); while it says wait, no new segment starts.
+        `priors` seed the sampler (spec.warmStart: rung.warm_priors.priors_for)."""
         self.runtime, self.records = runtime, records
         self.run_id = run_id or study.uid
         if not self.run_id:
@@ -65,7 +67,7 @@ class StudyLoop:
         if not self.checkpoint_root:
             raise ValueError("a checkpoint root is needed: set spec.checkpoints.uri or pass checkpoint_root")
         self._parallelism = parallelism
-        self.clock, self.wall, self.gate, self.sizer = clock, wall, gate, sizer
+        self.clock, self.wall, self.gate, self.sizer, self.priors = clock, wall, gate, sizer, priors
         self.update(study)
         self.scheduler: Scheduler | None = None
         self.trials: dict[int, TrialRecord] = {}
@@ -168,7 +170,7 @@ class StudyLoop:
             self._t0, self._elapsed_before = self.clock(), float(status.get("elapsed", 0.0))
         self._next_index = max(self._next_index, int(status.get("next_index", 0)),
                                max((t.index + 1 for t in records), default=0))
-        self.scheduler = make_scheduler(self.study).restore(records, self._next_index)
+        self.scheduler = make_scheduler(self.study, self.priors).restore(records, self._next_index)
         self.trials = {t.index: t for t in records}
         self._stale, self._changed = False, True
         finished = status.get("state") == StudyState.SUCCEEDED and self.scheduler.finished()

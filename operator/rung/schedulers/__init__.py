@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from rung.api.study import Study
 from rung.errors import InputError
@@ -27,6 +27,10 @@ PLANS: dict[str, tuple[str, str]] = {
     "bohb": ("hyperband", "tpe"),
     "async-bohb": ("asha", "tpe"),
     "median-stop": ("median-stop", "random"),
+    "curve-stop": ("curve-stop", "random"),
+    "pbt": ("pbt", "random"),
+    "mo-asha": ("mo-asha", "random"),
+    "motpe": ("full", "motpe"),
 }
 
 
@@ -35,14 +39,25 @@ def _scheduler_classes() -> dict[str, type[Scheduler]]:
     from rung.schedulers.asha_stop import StopASHA
     from rung.schedulers.full import FullBudget
     from rung.schedulers.hyperband import SHA, Hyperband
+    from rung.schedulers.curve_stop import CurveStop
     from rung.schedulers.median import MedianStop
+    from rung.schedulers.mo_asha import MOASHA
+    from rung.schedulers.pbt import PBT
 
     return {"full": FullBudget, "sha": SHA, "hyperband": Hyperband, "asha": ASHA,
-            "asha-stop": StopASHA, "median-stop": MedianStop}
+            "asha-stop": StopASHA, "median-stop": MedianStop, "curve-stop": CurveStop, "pbt": PBT,
+            "mo-asha": MOASHA}
 
 
-def make_scheduler(study: Study) -> Scheduler:
-    """The scheduler (with its sampler) that a Study's `algorithm` names.
+# Samplers that rank by several objectives (or ignore results), and those with a model
+# warm start can seed.
+MULTI_OBJECTIVE_SAMPLERS = ("motpe", "random", "sobol", "grid")
+MODEL_SAMPLERS = ("tpe",)
+
+
+def make_scheduler(study: Study, priors: Sequence = ()) -> Scheduler:
+    """The scheduler (with its sampler) that a Study's `algorithm` names, its sampler
+    seeded with `priors` (rung.warmstart.Prior: spec.warmStart's earlier Studies).
 
     Multi-fidelity schedulers take `settings.sampler` to change where new configurations
     come from (e.g. asha with sampler: sobol).
@@ -58,6 +73,12 @@ def make_scheduler(study: Study) -> Scheduler:
         if sampler_name not in SAMPLERS:
             raise InputError("spec.algorithm.settings.sampler", f"{sampler_name!r} is not a sampler",
                              f"use one of: {', '.join(SAMPLERS)}")
+    if study.multi_objective and sampler_name not in MULTI_OBJECTIVE_SAMPLERS:
+        raise InputError("spec.algorithm.settings.sampler", f"{sampler_name} ranks by one objective",
+                         f"with spec.objectives use one of: {', '.join(MULTI_OBJECTIVE_SAMPLERS)}")
+    if study.spec.warm_start is not None and sampler_name not in MODEL_SAMPLERS:
+        raise InputError("spec.warmStart", f"{algo.name} draws configurations from {sampler_name}, which has no "
+                                           "model to seed", "use tpe, bohb or async-bohb (or settings.sampler: tpe)")
     sampler_cls = SAMPLERS[sampler_name]
     known = {**scheduler_cls.SETTINGS, **sampler_cls.SETTINGS}
     for key, value in settings.items():
@@ -71,6 +92,8 @@ def make_scheduler(study: Study) -> Scheduler:
                          f"must be a number above 1 (got {settings['reductionFactor']!r})", "use e.g. 3")
     space = SearchSpace.from_spec(study.spec.search_space)
     sampler = sampler_cls(space, algo.seed, **_pick(settings, sampler_cls.SETTINGS))
+    if priors:
+        sampler.warm_start(priors)
     budget, limits = study.spec.budget, study.spec.limits
     return scheduler_cls(sampler, budget.min, budget.max, limits.max_trials,
                          **_pick(settings, scheduler_cls.SETTINGS))

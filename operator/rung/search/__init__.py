@@ -5,6 +5,7 @@ from rung.search.base import Observation, Sampler
 from rung.search.evolution import EvolutionSampler
 from rung.search.grid import GridSampler
 from rung.search.kde import KDESampler
+from rung.search.motpe import MOTPESampler
 from rung.search.random import RandomSampler
 from rung.search.sobol import SobolSampler
 
@@ -16,7 +17,8 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "tpe": KDESampler,
     "evolution": EvolutionSampler,
     "annealing": AnnealingSampler,
+    "motpe": MOTPESampler,
 }
 
 __all__ = ["SAMPLERS", "AnnealingSampler", "EvolutionSampler", "GridSampler", "KDESampler",
-           "Observation", "RandomSampler", "Sampler", "SobolSampler"]
+           "MOTPESampler", "Observation", "RandomSampler", "Sampler", "SobolSampler"]
