@@ -158,9 +158,8 @@ def cmd_run(args) -> int:
     cwd = check_study(study, manifest)
     results = (Path(args.results) if args.results else default_results(study)).resolve()
     check_folder(results, study)
-    priors = priors_for(study, folder_loader(Path.cwd()))   # spec.warmStart: earlier results folders
-    for prior in priors:
-        print(f"warm start: {prior.note()}", file=sys.stderr)
+    priors = priors_for(study, folder_loader(Path.cwd()),   # spec.warmStart: earlier results folders
+                        lambda name, line: print(f"warm start from {name}: {line}", file=sys.stderr))
 
     with locked(results):
         check_folder(results, study)   # again, now that no other `rung run` can write it

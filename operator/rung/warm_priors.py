@@ -30,11 +30,12 @@ def observations_of(trials: list[TrialRecord]) -> list[Observation]:
     return out
 
 
-def priors_for(study: Study, load: Callable[[str], tuple[Study, list[TrialRecord]]]) -> list:
+def priors_for(study: Study, load: Callable[[str], tuple[Study, list[TrialRecord]]],
+               tell: Callable[[str, str], None] = lambda name, line: None) -> list:
     """The Priors of spec.warmStart.studies, each weighted by spec.warmStart.weight times the
     similarity of the two tasks' meta-features; `load(name)` reads one earlier Study (an
     InputError when it is not there). Earlier Studies that give nothing (no shared
-    parameter, too few results) are left out."""
+    parameter, too few results) are left out. `tell(name, line)` hears what each gave."""
     from rung.warmstart import prior_from, similarity
 
     warm = study.spec.warm_start
@@ -53,6 +54,8 @@ def priors_for(study: Study, load: Callable[[str], tuple[Study, list[TrialRecord
         prior = prior_from(space, SearchSpace.from_spec(other.spec.search_space), observations_of(trials), weight)
         if prior is not None:
             priors.append(prior)
+        tell(name, prior.note() if prior is not None else
+             f"nothing used (weight {weight:.3g}; no shared parameter, or too few results on any budget)")
     return priors
 
 

@@ -101,6 +101,7 @@ def test_a_pbt_child_starts_from_its_parents_checkpoint():
         first = next(s for s in runtime.started if s.trial == child.name and s.segment == 0)
         assert first.parent_uri == f"file:///ckpt/default/s/u1/{parent.name}"
         assert first.parent_params == parent.config and first.resume_from is not None
+        assert first.keep_best is None   # no retention: the parent's checkpoint at resume_from stays
         env = contract_env(first, "/dev/null")
         assert json.loads(env[C.ENV_PARENT_PARAMS]) == parent.config
         assert float(env[C.ENV_PARENT_STEP]) == first.resume_from

@@ -50,7 +50,7 @@ MODEL = ["tpe", "evolution", "annealing"]  # samplers whose proposals depend on 
 
 
 def test_registry_names_classes_and_settings():
-    assert set(SAMPLERS) == {"random", "grid", "sobol", "tpe", "evolution", "annealing"}
+    assert set(SAMPLERS) == {"random", "grid", "sobol", "tpe", "evolution", "annealing", "motpe"}
     assert SAMPLERS["tpe"] is KDESampler and SAMPLERS["random"] is RandomSampler
     for cls in SAMPLERS.values():
         assert issubclass(cls, Sampler) and isinstance(cls.SETTINGS, dict)

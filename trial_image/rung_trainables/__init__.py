@@ -7,4 +7,5 @@ branin          multi-fidelity Branin
 mlp_digits      a numpy MLP really trained on scikit-learn's digits; resumes bit-for-bit
 cnn_digits      a torch CNN on the digits, data-parallel (DDP) over its pod's GPUs; reports throughput
 count_steps     a deterministic trainable for tests that logs every step it trains
+shifting_lr     SGD on least squares whose best learning rate falls as it trains (PBT's example)
 """

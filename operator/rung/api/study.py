@@ -210,7 +210,8 @@ class Checkpoints(_Model):
         None, description="A Secret in the Study's namespace with the store's endpoint and credentials (AWS_* "
                           "keys); it must carry the label the operator requires (studyPolicy.secretLabel).")
     retain: bool = Field(False, description="Keep the Study's checkpoints when it is deleted.")
-    keep_best: int = Field(1, ge=0, description="Per trial, the best checkpoints kept besides the latest.")
+    keep_best: int = Field(1, ge=0, description="Per trial, the best checkpoints kept besides the latest (PBT "
+                                                "keeps every one: a member may copy another's at any step).")
 
     @field_validator("uri", mode="before")
     @classmethod

@@ -196,7 +196,9 @@ class StudyController:
             root, secret = checkpoint_settings(study, self.config)
             policy.check(study, self.config.policy, self._secret_labels)
             if self.loop is None:   # the earlier Studies, once: they have finished
-                priors = priors_for(study, cluster_loader(self.kube, study.metadata.namespace))
+                told = []
+                priors = priors_for(study, cluster_loader(self.kube, study.metadata.namespace),
+                                    lambda name, line: told.append(f"from {name}: {line}"))
         except InputError as e:
             self._invalid(body, e)
             return False
@@ -214,6 +216,8 @@ class StudyController:
                 post_event(self.kube, body, "Normal", "Started",
                            f"{study.spec.algorithm.name}: up to {study.spec.limits.max_trials} trials, "
                            f"{study.spec.limits.parallelism} at a time")
+                for line in told:
+                    post_event(self.kube, body, "Normal", "WarmStart", line)
         else:   # only limits, the trial template and checkpoint settings may change (CRD rules)
             self.loop.update(study)
             self.records.study = self.store.study = study

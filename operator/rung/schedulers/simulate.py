@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from rung.schedulers.base import Scheduler
 
@@ -22,15 +22,17 @@ class SimulatedSegment:
     config: dict
     budget: float
     loss: float
+    losses: tuple[float, ...] | None = None   # multi-objective: every objective's loss (loss is the first)
 
 
-def simulate(scheduler: Scheduler, evaluate: Callable[[int, dict, float], float], workers: int = 1,
+def simulate(scheduler: Scheduler, evaluate: Callable[[int, dict, float], float | Sequence[float]], workers: int = 1,
              max_events: int | None = None, max_spent: float | None = None,
              resumable: bool = True) -> list[SimulatedSegment]:
     """Run until the scheduler is finished, or `max_events` segments have finished, or
     `max_spent` budget has been spent.
 
-    `evaluate(trial, config, budget)` returns the loss of that configuration at that budget.
+    `evaluate(trial, config, budget)` returns the loss of that configuration at that budget,
+    or a tuple of losses (one per objective, all minimised; the first is the loss).
     `resumable=False` charges a promoted segment its whole budget (nothing to continue from).
     """
     now, spent, heap, done = 0.0, 0.0, [], []
@@ -45,7 +47,9 @@ def simulate(scheduler: Scheduler, evaluate: Callable[[int, dict, float], float]
                 or (max_spent is not None and spent >= max_spent)):
             return done
         now, trial, config, budget, cost = heapq.heappop(heap)
-        loss = evaluate(trial, config, budget)
-        scheduler.tell(trial, budget, loss)
+        outcome = evaluate(trial, config, budget)
+        losses = tuple(float(x) for x in outcome) if isinstance(outcome, (tuple, list)) else None
+        loss = losses[0] if losses else outcome
+        scheduler.tell(trial, budget, loss, losses)
         spent += cost
-        done.append(SimulatedSegment(now, spent, trial, config, budget, loss))
+        done.append(SimulatedSegment(now, spent, trial, config, budget, loss, losses))
