@@ -16,20 +16,39 @@ Differences from HpBandSter, on purpose:
   bound are not penalised for mass that falls outside the space;
 - int/ordinal candidates are snapped to the value they decode to before scoring, so the
   score is that of the configuration actually returned.
+
+Warm start (`warm_start`, priors from rung.warmstart), as the meta-learning TPE of Watanabe
+et al. (2023): l and g become weighted mixtures of per-task KDEs. The Study's own l and g
+weigh n_good and n_bad (one per observation). Each earlier Study's l and g are fitted on its
+own loss ranking, split by the same topPercent (losses of different tasks are not
+comparable), and weigh n_good and n_bad times a per-observation weight of
+prior.weight x min(1, P / n_m), P = minPoints + 2: an earlier Study counts for at most one
+first model's worth of observations, so it gives the start and a long earlier Study cannot
+outweigh the new one's own results for long. Its share of the model, about W / (W + n) for
+priors of total weight W, shrinks as the Study's own n points on the model budget arrive.
+Until the Study has a model of its own, Algorithm 2's rule decides, with the priors'
+observations counted by their weights: a model (of the priors alone) once they are worth
+at least P observations, sum of weight x n_m >= P, else a random configuration as cold.
+So a prior of weight ~0 leaves a cold sampler, before and after the Study's own model.
+A prior is uniform in the dimensions it cannot inform (parameters the earlier Study lacked).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import logsumexp, ndtr, ndtri
 
 from rung.search._common import setting
 from rung.search.base import Observation, Sampler
-from rung.space import Param
+from rung.space import Param, SearchSpace
+
+if TYPE_CHECKING:
+    from rung.warmstart import Prior
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -63,6 +82,8 @@ class KDESampler(Sampler):
         self._card = card[self._cat]
         # int/ordinal dims are snapped to the value they decode to (floats need not be).
         self._snap = [j for j in self._num if space.params[j].kind != "float"]
+        self._priors: list[_Prior] = []
+        self._priors_worth = 0.0
         self._reset()
 
     # ---- cache of encoded observations, per budget ----------------------------------
@@ -74,6 +95,8 @@ class KDESampler(Sampler):
         self._generation = getattr(self, "_generation", -1) + 1
         self._model_key: tuple | None = None
         self._model: tuple[_KDE, _KDE] | None = None
+        self._warm_key: tuple | None = None
+        self._warm: tuple[_Mixture, _Mixture] | None = None
 
     def _sync(self, observations: Sequence[Observation]) -> None:
         """Bring the cache up to date: encode only the new tail of an append-only list.
@@ -119,9 +142,9 @@ class KDESampler(Sampler):
         if rng.random() < self.random_fraction:
             return self.space.sample(rng)
         budget = self.model_budget(observations)
-        if budget is None:
+        if budget is None and self._priors_worth < self.min_points + 2:
             return self.space.sample(rng)
-        good, bad = self._fit(budget)
+        good, bad = self._mix(budget) if self._priors else self._fit(budget)
         x = good.sample(rng, self.num_samples, self.bandwidth_factor)
         self._snap_values(x)
         score = good.logpdf(x) - bad.logpdf(x)
@@ -143,6 +166,62 @@ class KDESampler(Sampler):
 
     def _kde(self, data: np.ndarray, d: int) -> "_KDE":
         return _KDE(data, self._num, self._cat, self._card, d, self.min_bandwidth)
+
+    # ---- warm start ------------------------------------------------------------------
+    def warm_start(self, priors: Sequence["Prior"]) -> "KDESampler":
+        """Mix earlier Studies' observations into the model (see the module docstring).
+
+        Call it once, before the first propose(): proposals are then a pure function of the
+        priors as well. Priors of weight 0 are left out.
+        """
+        kept = [(prior, model) for prior in priors if (model := self._prior_model(prior)) is not None]
+        self._priors = [model for _, model in kept]
+        # What the priors are worth in observations, against the minPoints + 2 a model needs.
+        self._priors_worth = sum(prior.weight * len(prior.loss) for prior, _ in kept)
+        self._warm_key = None
+        return self
+
+    def _prior_model(self, prior: "Prior") -> "_Prior | None":
+        if prior.X.shape[1] != len(self.space):
+            raise ValueError(f"prior has {prior.X.shape[1]} dimensions, the space {len(self.space)}")
+        missing = prior.missing
+        num, cat = self._num[~missing[self._num]], self._cat[~missing[self._cat]]
+        if prior.weight <= 0 or not (len(num) or len(cat)):
+            return None
+        n = len(prior.loss)
+        order = np.lexsort((prior.trial, prior.loss))
+        n_good, n_bad = self.split_sizes(n)
+        card = self.space.cardinality[cat]
+        d = len(self.space) - int(missing.sum())
+        uniform = np.flatnonzero(missing)
+        good = _KDE(prior.X[order[:n_good]], num, cat, card, d, self.min_bandwidth)
+        bad = _KDE(prior.X[order[n - n_bad:]], num, cat, card, d, self.min_bandwidth)
+        # Each observation counts for `weight` of an own one, the whole prior for at most one
+        # first model's worth (minPoints + 2 observations), whatever the earlier Study's length.
+        per_point = prior.weight * min(1.0, (self.min_points + 2) / n)
+        log_u = self._log_uniform(uniform)
+        return _Prior(_Part(good, per_point * n_good, uniform, log_u), _Part(bad, per_point * n_bad, uniform, log_u))
+
+    def _log_uniform(self, dims: np.ndarray) -> float:
+        """log density of the uniform distribution over `dims` (numeric ones have density 1)."""
+        return -float(np.log(self.space.cardinality[np.intersect1d(dims, self._cat)]).sum())
+
+    def _mix(self, budget: float | None) -> tuple["_Mixture", "_Mixture"]:
+        """l and g with the priors mixed in; `budget` None: the priors' alone (no own model yet)."""
+        n = 0 if budget is None else self._stores[budget].n
+        key = (self._generation, budget, n)
+        if key != self._warm_key:
+            good = [p.good for p in self._priors]
+            bad = [p.bad for p in self._priors]
+            if budget is not None:
+                n_good, n_bad = self.split_sizes(n)
+                own_good, own_bad = self._fit(budget)
+                none = np.empty(0, dtype=int)
+                good.insert(0, _Part(own_good, n_good, none, 0.0))
+                bad.insert(0, _Part(own_bad, n_bad, none, 0.0))
+            self._warm = (_Mixture(good, self.space), _Mixture(bad, self.space))
+            self._warm_key = key
+        return self._warm
 
     def _snap_values(self, x: np.ndarray) -> None:
         for j in self._snap:
@@ -204,6 +283,53 @@ class _Store:
             self.trial = np.resize(self.trial, cap)
         self.X[self.n], self.loss[self.n], self.trial[self.n] = x, loss, trial
         self.n += 1
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One density of a mixture: a KDE, uniform over the dimensions `uniform`, with mixture
+    weight `weight`."""
+
+    kde: "_KDE"
+    weight: float
+    uniform: np.ndarray
+    log_uniform: float
+
+
+@dataclass(frozen=True)
+class _Prior:
+    """An earlier Study's parts of l and g."""
+
+    good: _Part
+    bad: _Part
+
+
+class _Mixture:
+    """A weighted mixture of densities over the encoded space (the warm-started l or g)."""
+
+    def __init__(self, parts: list[_Part], space: SearchSpace):
+        self.parts, self.space = parts, space
+        weights = np.array([p.weight for p in parts], dtype=float)
+        self.log_w = np.log(weights / weights.sum())
+        self.cum = np.cumsum(weights) / weights.sum()
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        terms = np.array([lw + p.log_uniform + p.kde.logpdf(x) for lw, p in zip(self.log_w, self.parts)])
+        return logsumexp(terms, axis=0)
+
+    def sample(self, rng: np.random.Generator, m: int, factor: float) -> np.ndarray:
+        """m draws: each from a part chosen by weight, its uniform dimensions drawn uniformly."""
+        which = np.minimum(np.searchsorted(self.cum, rng.random(m), side="right"), len(self.parts) - 1)
+        x = np.empty((m, len(self.space)))
+        for i, p in enumerate(self.parts):
+            rows = np.flatnonzero(which == i)
+            if not len(rows):
+                continue
+            part = p.kde.sample(rng, len(rows), factor)
+            if len(p.uniform):
+                part[:, p.uniform] = self.space.sample_encoded(rng, len(rows))[:, p.uniform]
+            x[rows] = part
+        return x
 
 
 class _KDE:
