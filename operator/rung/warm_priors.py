@@ -77,20 +77,16 @@ def folder_loader(base: Path) -> Callable[[str], tuple[Study, list[TrialRecord]]
 def cluster_loader(kube, namespace: str) -> Callable[[str], tuple[Study, list[TrialRecord]]]:
     """The operator: an earlier Study is a Study (and its Trials) in the same namespace. Only
     its absence is the spec's fault; any other failed call is retried like a step's."""
-    from rung.api import parse_study
-    from rung.kube.api import path, status_of
-    from rung.kube.informer import STUDY_LABEL
-    from rung.kube.records import owned_by, trial_from_object
+    from rung.kube.api import status_of
+    from rung.kube.records import fetch_study
 
     def load(name: str) -> tuple[Study, list[TrialRecord]]:
         try:
-            obj = kube.request("GET", path("studies", namespace, name))
+            study, trials, _ = fetch_study(kube, namespace, name)
         except Exception as e:
             if status_of(e) == 404:
                 raise InputError("spec.warmStart.studies", f"no Study {name} in namespace {namespace}",
                                  "name an earlier Study of this namespace") from None
             raise
-        items, _ = kube.list_all(path("trials", namespace), {"labelSelector": f"{STUDY_LABEL}={name}"})
-        trials = [trial_from_object(t) for t in items if owned_by(t, obj)]
-        return parse_study(obj, source=f"study/{name}"), sorted(trials, key=lambda t: t.index)
+        return study, trials
     return load

@@ -19,6 +19,7 @@ from rung.search.kde import KDESampler
 from rung.search.motpe import MOTPESampler
 from rung.search.random import RandomSampler
 from rung.space import Param, SearchSpace
+from test_schedulers import continue_alike
 
 pytestmark = pytest.mark.unit
 
@@ -205,17 +206,11 @@ def test_mo_asha_rebuilt_from_records_makes_the_same_decisions():
         log.append((t, b, v))
     rebuilt = make(MOASHA, 1, 27, max_trials=60, seed=3).restore(_records(s, running, log))
     assert rebuilt.running == s.running
-    for _ in range(200):
-        a, b = s.ask(), rebuilt.ask()
-        assert a == b
-        if a is None:
-            if not s.running:
-                break
-            t = min(s.running)
-            budget = s.running[t]
-            for x in (s, rebuilt):
-                v = two_objectives(t, x.configs[t], budget)
-                x.tell(t, budget, v[0], v)
+
+    def tell(x, t, budget):
+        v = two_objectives(t, x.configs[t], budget)
+        x.tell(t, budget, v[0], v)
+    continue_alike(s, rebuilt, tell)
     assert s.finished() == rebuilt.finished()
 
 

@@ -15,6 +15,7 @@ from rung.search.base import Sampler
 from rung.search.random import RandomSampler
 from rung.space import Param, SearchSpace
 from rung_trainables.shifting_lr import ShiftingLR
+from test_schedulers import continue_alike
 from test_sdk import run as run_trainable
 
 pytestmark = pytest.mark.unit
@@ -262,16 +263,7 @@ def test_a_restored_scheduler_makes_the_same_next_decisions(seed):
         assert s.replaced and s.running
         rebuilt = make_restorable().restore(records)
         assert rebuilt.running == s.running and rebuilt.replaced == s.replaced and rebuilt.parents == s.parents
-        for _ in range(300):             # continue both identically, to the end
-            a, b = s.ask(), rebuilt.ask()
-            assert a == b
-            if a is None:
-                if not s.running:
-                    break
-                t = min(s.running)
-                budget = s.running[t]
-                for x in (s, rebuilt):
-                    x.tell(t, budget, toy_loss(x.configs[t], budget))
+        continue_alike(s, rebuilt, lambda x, t, budget: x.tell(t, budget, toy_loss(x.configs[t], budget)), steps=300)
         assert s.finished() and rebuilt.finished()
 
 

@@ -237,6 +237,21 @@ def _records(s, running, done_events):
     return list(recs.values())
 
 
+def continue_alike(s, rebuilt, tell, steps=200):
+    """Drive a scheduler and its rebuilt copy side by side: each ask must give the same
+    decision; when nothing starts, the lowest running trial ends in both (`tell(x, t, budget)`)."""
+    for _ in range(steps):
+        a, b = s.ask(), rebuilt.ask()
+        assert a == b
+        if a is None:
+            if not s.running:
+                break
+            t = min(s.running)
+            budget = s.running[t]
+            for x in (s, rebuilt):
+                tell(x, t, budget)
+
+
 @pytest.mark.parametrize("cls,kw", [(ASHA, {}), (Hyperband, {}), (SHA, {}), (FullBudget, {}),
                                     (ASHA, {"reductionFactor": 2}), (StopASHA, {})])
 def test_rebuilt_scheduler_makes_the_same_next_decisions(cls, kw):
@@ -257,16 +272,7 @@ def test_rebuilt_scheduler_makes_the_same_next_decisions(cls, kw):
     assert running and not s.finished()
     rebuilt = make(cls, 1, 27, max_trials=60, seed=3, **kw).restore(_records(s, running, log))
     assert rebuilt.running == s.running
-    for _ in range(200):                         # continue both identically
-        a, b = s.ask(), rebuilt.ask()
-        assert a == b
-        if a is None:
-            if not s.running:
-                break
-            t = min(s.running)
-            budget = s.running[t]
-            for x in (s, rebuilt):
-                x.tell(t, budget, quadratic(t, x.configs[t], budget))
+    continue_alike(s, rebuilt, lambda x, t, budget: x.tell(t, budget, quadratic(t, x.configs[t], budget)))
     assert s.finished() == rebuilt.finished()
 
 

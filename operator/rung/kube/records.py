@@ -90,12 +90,22 @@ def connect() -> Kube:
                          "set KUBECONFIG or write ~/.kube/config")
 
 
+def fetch_study(kube: Kube, namespace: str, name: str) -> tuple[Study, list[TrialRecord], dict]:
+    """The Study, its Trials as records (by index) and its status, as the API server has
+    them; a failed call raises as the client does."""
+    obj = kube.request("GET", path("studies", namespace, name))
+    items, _ = kube.list_all(path("trials", namespace), {"labelSelector": f"{STUDY_LABEL}={name}"})
+    study = parse_study(obj, source=f"study/{name}")
+    # Trials of an earlier Study of the same name (on their way out) are not this one's.
+    trials = sorted((trial_from_object(t) for t in items if owned_by(t, obj)), key=lambda t: t.index)
+    return study, trials, study_status(obj)
+
+
 def read_study(kube: Kube, namespace: str, name: str) -> tuple[Study, list[TrialRecord], dict]:
-    """The Study, its Trials as records (by index) and its status, as the API server has them."""
+    """fetch_study for a person: a failed call is one line that says what to do."""
     where = f"study/{name}"
     try:
-        obj = kube.request("GET", path("studies", namespace, name))
-        items, _ = kube.list_all(path("trials", namespace), {"labelSelector": f"{STUDY_LABEL}={name}"})
+        return fetch_study(kube, namespace, name)
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
         code, message = status_of(e), message_of(e)
         if code == 404 and name in message:   # else the CRDs are missing: that 404 names no object
@@ -112,10 +122,6 @@ def read_study(kube: Kube, namespace: str, name: str) -> tuple[Study, list[Trial
         cause = str(getattr(e, "reason", None) or e).rpartition(": ")[2]   # urllib3 nests it
         raise InputError(where, f"the API server{_server(kube)} did not answer ({cause})",
                          "check that the cluster is up and KUBECONFIG points at it") from None
-    study = parse_study(obj, source=where)
-    # Trials of an earlier Study of the same name (on their way out) are not this one's.
-    trials = sorted((trial_from_object(t) for t in items if owned_by(t, obj)), key=lambda t: t.index)
-    return study, trials, study_status(obj)
 
 
 def _server(kube: Kube) -> str:

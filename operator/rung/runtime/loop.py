@@ -433,7 +433,6 @@ class StudyLoop:
     def _spec(self, trial: TrialRecord) -> SegmentSpec:
         seg, spec, meta = trial.current, self.study.spec, self.study.metadata
         parent = self.trials.get(trial.parent) if trial.parent is not None and len(trial.segments) == 1 else None
-        # PBT keeps every checkpoint: another member may copy any segment's end, later
         return SegmentSpec(
             study=meta.name, namespace=meta.namespace, trial=trial.name, index=trial.index,
             segment=len(trial.segments) - 1, params=trial.config, budget=seg.budget,
@@ -441,7 +440,8 @@ class StudyLoop:
             checkpoint_uri=self._checkpoint_uri(trial),
             command=list(spec.trial.command), env=dict(spec.trial.env), attempt=seg.restarts,
             image=spec.trial.image, resources=dict(spec.trial.resources), timeout=spec.trial.timeout_seconds,
-            objective=self.study.objective.metric, goal=self.study.objective.goal, keep_best=None if spec.algorithm.name == "pbt" else spec.checkpoints.keep_best,
+            objective=self.study.objective.metric, goal=self.study.objective.goal,
+            keep_best=None if self.scheduler.copies_checkpoints else spec.checkpoints.keep_best,
             gpus=seg.gpus, gpu_resources=dict(spec.trial.gpus.per_gpu) if spec.trial.gpus else {},
             privileged=spec.trial.privileged,
             host_network=spec.trial.host_network,

@@ -43,6 +43,9 @@ class Scheduler(ABC):
 
     #: settings a subclass accepts, with defaults (camelCase, as written in a manifest)
     SETTINGS: dict[str, Any] = {}
+    #: a new trial may start from another's checkpoint at any step it reached (Decision.parent):
+    #: every checkpoint is kept, whatever spec.checkpoints.keepBest says
+    copies_checkpoints = False
 
     def __init__(self, sampler: Sampler, budget_min: float, budget_max: float, max_trials: int,
                  **settings: Any):

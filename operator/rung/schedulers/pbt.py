@@ -43,6 +43,7 @@ EXPLORE_STREAM = 1  # an exploit's generator stream; stream 0 is the sampler's f
 class PBT(Scheduler):
     SETTINGS = {"population": 8, "interval": None, "quantile": 0.25, "perturbFactors": [0.8, 1.2],
                 "resampleProbability": 0.25}
+    copies_checkpoints = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
