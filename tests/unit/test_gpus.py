@@ -120,3 +120,27 @@ def test_studies_share_gpus_by_weight_at_segment_boundaries_and_one_takes_all_wh
     assert (2, 6) in seen   # 1:3 once both run (reached as the light Study's segments end)
     assert max(h for _, h in seen) == 6 and heavy.loop.state == "succeeded"
     assert after[-1] == 8   # the heavy Study ended: the light one takes all 8
+
+
+def test_measured_throughputs_count_each_ended_segment_once_and_fit_as_a_scan_of_all_would():
+    from rung.controller.gpus import Throughputs
+    from rung.records import SegmentRecord, TrialRecord
+    from rung.sizing import Measured
+
+    def trial(index, *segments):
+        return TrialRecord(index, f"t-{index}", {}, segments=[
+            SegmentRecord(3, status=status, gpus=n, metrics={"throughput": rate}) for n, rate, status in segments])
+
+    done, running = "completed", "running"
+    a = trial(0, (1, 100.0, done), (2, 180.0, done))
+    b = trial(1, (4, 300.0, running))                  # still running: not measured yet
+    measured = Throughputs()
+    measured.add([a, b])
+    assert measured.points == {(0, 0): (1, 100.0), (0, 1): (2, 180.0)} and measured.measured == {1, 2}
+    fit = measured.model
+    measured.add([a])                                  # told again (a restore): nothing new, the same fit
+    assert measured.model is fit
+    b.segments[0].status = done
+    measured.add([b])
+    assert measured.measured == {1, 2, 4}
+    assert measured.model == Measured.fit([(1, 100.0), (2, 180.0), (4, 300.0)])

@@ -94,6 +94,10 @@ def test_faults_at_every_point_lose_duplicate_and_strand_nothing(algorithm, seed
                 break
         except Fault:
             faults += 1
+            continue
+        # The step's incremental views agree with a scan of every trial.
+        assert {t.index for t in loop.running_trials()} == {i for i, t in loop.trials.items() if t.state == "running"}
+        assert loop.failed_trials() == sum(t.state == "failed" for t in loop.trials.values())
     assert loop.state == StudyState.SUCCEEDED, loop.reason
     print(f"{steps} steps, {faults} faults, {crashes} crashes")
     assert steps > 1000 and faults > 200 and crashes > 10

@@ -1,10 +1,12 @@
 """`rung report` on hand-made records: the table's numbers, the top trials, the PNGs."""
 
+import random
+
 import pytest
 
 from rung.api import parse_study
 from rung.cli import main
-from rung.report import summarize
+from rung.report import Standings, summarize, top_trials
 from rung.records import SegmentRecord, TrialRecord
 from rung.runtime.folder import FolderRecords
 
@@ -151,3 +153,26 @@ def test_diverged_trials_are_listed_with_the_failed_ones(tmp_path, capsys):
     assert main(["report", str(tmp_path / "res")]) == 0
     out = capsys.readouterr().out
     assert "failed or diverged trials (2):\n  t-5  diverged: the objective val_loss was nan\n  t-2" in out
+
+
+def test_standings_kept_trial_by_trial_agree_with_a_summary_of_every_trial():
+    rng = random.Random(4)
+    st = make_study()
+    trials, standings = {}, Standings()
+    for _ in range(600):
+        i = rng.randrange(60)
+        trial = trials.setdefault(i, TrialRecord(i, f"s-{i}", {"x": i}))
+        if trial.segments and trial.current.running:   # it ends: a result, a failure or a stop
+            seg = trial.current
+            seg.status = rng.choice(["completed", "completed", "failed", "stopped"])
+            seg.reached = seg.budget if seg.status != "failed" else None
+            seg.loss = None if seg.status == "failed" else rng.choice([0.5, 0.25, rng.random()])  # ties too
+        else:
+            trial.segments.append(SegmentRecord(rng.choice([1, 3, 9])))
+        standings.set(trial)
+        everything = summarize(st, sorted(trials.values(), key=lambda t: t.index))
+        assert standings.top(100) == top_trials(everything, 100)   # the whole ranking
+        assert standings.counts == everything.counts and len(standings) == len(trials)
+        if everything.best is not None:   # the incumbent: same result (on a tie, maybe another trial)
+            best = standings.top(1)[0]
+            assert (best[1], best[2]) == (everything.best.budget, everything.best.loss)

@@ -7,6 +7,10 @@ share of all of them minus what it holds, and its efficiency curve give the numb
 start, end or change, and they are enforced only at segment boundaries: a running segment
 keeps its GPUs. What a Study holds is the GPUs of its running segments, as its records say.
 
+A choice costs O(running segments), not O(trials): the measured throughputs, which grow
+with every segment, are gathered from the segments that ended since the last choice and
+fitted again only when they changed.
+
 The total is the sum of the nodes' allocatable GPU resource, read from the API server at
 most every `refresh` seconds. The operator counts only its own trials' GPUs as used.
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Iterable
 
 from rung.api import Study
 from rung.records import TrialRecord
@@ -43,19 +47,37 @@ def predicted(study: Study):
                          scaling.latency_seconds)
 
 
-def throughputs(trials: list[TrialRecord]) -> list[tuple[int, float]]:
-    """(GPUs, throughput) of every segment that reported one. Measured.fit of them replaces
-    the prediction once they cover two or more GPU counts."""
-    return [(seg.gpus, seg.metrics[THROUGHPUT_METRIC]) for t in trials for seg in t.segments
-            if seg.gpus and isinstance(seg.metrics.get(THROUGHPUT_METRIC), (int, float))]
+def throughput(seg) -> tuple[int, float] | None:
+    """(GPUs, throughput) of a segment that reported one."""
+    rate = seg.metrics.get(THROUGHPUT_METRIC)
+    return (seg.gpus, rate) if seg.gpus and isinstance(rate, (int, float)) else None
 
 
-def running_counts(trials: list[TrialRecord]) -> set[int]:
-    return {t.current.gpus for t in trials if t.segments and t.current.running and t.current.gpus}
+def running_counts(running: list[TrialRecord]) -> set[int]:
+    return {t.current.gpus for t in running if t.current.gpus}
 
 
-def held(trials: list[TrialRecord]) -> int:
-    return sum(t.current.gpus for t in trials if t.segments and t.current.running)
+def held(running: list[TrialRecord]) -> int:
+    return sum(t.current.gpus for t in running)
+
+
+class Throughputs:
+    """A Study's measured throughputs, gathered from the trials whose segments ended (each
+    segment once: it is keyed by trial and segment), and their fit. Measured.fit of them
+    replaces the prediction once they cover two or more GPU counts."""
+
+    def __init__(self):
+        self.points: dict[tuple[int, int], tuple[int, float]] = {}
+        self.model: Measured | None = None
+        self.measured: set[int] = set()
+
+    def add(self, ended: Iterable[TrialRecord]) -> None:
+        new = {(t.index, k): point for t in ended for k, seg in enumerate(t.segments)
+               if not seg.running and (point := throughput(seg)) is not None}
+        if any(self.points.get(key) != point for key, point in new.items()):   # else the fit stands
+            self.points.update(new)
+            self.model = Measured.fit(self.points.values())
+            self.measured = {n for n, _ in self.points.values()}
 
 
 class GpuPool:
@@ -66,6 +88,7 @@ class GpuPool:
         self.lock = threading.Lock()
         self.studies: dict[Hashable, tuple[float, int]] = {}   # key -> (weight, GPUs wanted at once)
         self.held: dict[Hashable, int] = {}
+        self.throughputs: dict[Hashable, Throughputs] = {}
 
     def total(self) -> int:
         # Read again sooner while none are seen: a node's new GPUs reach its status a little later.
@@ -81,27 +104,32 @@ class GpuPool:
             else:
                 self.studies[key] = (study.spec.fair_share.weight, gpus.max * study.spec.limits.parallelism)
 
-    def update(self, key: Hashable, trials: list[TrialRecord], done: bool) -> None:
+    def update(self, key: Hashable, running: list[TrialRecord], done: bool) -> None:
         """What a Study holds after a step; a Study that ended holds nothing and wants nothing."""
         with self.lock:
             if done:
                 self.studies.pop(key, None)
-            self.held[key] = 0 if done else held(trials)
+            self.held[key] = 0 if done else held(running)
 
     def forget(self, key: Hashable) -> None:
         with self.lock:
             self.studies.pop(key, None)
             self.held.pop(key, None)
+            self.throughputs.pop(key, None)
 
-    def choose(self, key: Hashable, study: Study, trials: list[TrialRecord]) -> Choice:
-        """GPUs for the Study's next segment; what it chose counts as held at once, so two
-        Studies deciding together never hand out the same GPUs."""
+    def choose(self, key: Hashable, study: Study, running: list[TrialRecord],
+               ended: Iterable[TrialRecord] = ()) -> Choice:
+        """GPUs for the Study's next segment, given its `running` trials and those whose
+        segments `ended` since it last asked (all of them after its loop restored); what it
+        chose counts as held at once, so two Studies deciding together never hand out the
+        same GPUs."""
         gpus = study.spec.trial.gpus
-        points = throughputs(trials)
-        model = Measured.fit(points) or predicted(study)
+        measured = self.throughputs.setdefault(key, Throughputs())
+        measured.add(ended)
+        model = measured.model or predicted(study)
         total = self.total()
         with self.lock:
-            self.held[key] = held(trials)
+            self.held[key] = held(running)
             share = shares(total, self.studies).get(key, 0)
             free = total - sum(self.held.values())
             left = share - self.held[key]
@@ -110,7 +138,7 @@ class GpuPool:
                 choice = replace(choice, reason=choice.reason + " (min: no scaling given or measured yet)")
             else:
                 choice = choose(model, gpus.min, gpus.max, gpus.target_efficiency, free, left, total)
-            choice = probe(model or IDEAL, choice, {n for n, _ in points}, running_counts(trials), gpus.min,
+            choice = probe(model or IDEAL, choice, measured.measured, running_counts(running), gpus.min,
                            gpus.max, free, left)
             if not choice.waits:
                 self.held[key] += choice.n

@@ -173,7 +173,7 @@ class StudyController:
             more = self.loop.step()
         except Exception as e:
             return self._failed(e)
-        self.gpus.update(self._key(), list(self.loop.trials.values()), self.loop.done)
+        self.gpus.update(self._key(), self.loop.running_trials(), self.loop.done)
         self.backoff = 0.0
         if self.api_hold is not None:   # said once the API answers again, so it is never lost
             hold, self.api_hold = self.api_hold, None
@@ -225,8 +225,8 @@ class StudyController:
         self.runtime.secret_env = secret
         self.gpus.register(self._key(), study)
         sized = study.spec.trial.gpus is not None and study.spec.trial.gpus.max > 0
-        self.loop.sizer = (lambda: self.gpus.choose(self._key(), self.loop.study, list(self.loop.trials.values()))
-                           ) if sized else None
+        self.loop.sizer = (lambda running: self.gpus.choose(self._key(), self.loop.study, running,
+                                                            self.loop.take_ended())) if sized else None
         self.generation = body["metadata"].get("generation")
         return True
 

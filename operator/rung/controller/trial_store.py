@@ -25,7 +25,7 @@ from rung.kube.api import GROUP, VERSION, Kube, path, status_of
 from rung.kube.informer import STUDY_LABEL, version
 from rung.kube.records import owned_by, segment_to_status, study_status, trial_from_object
 from rung.records import RecordStore, SegmentStatus, TrialRecord
-from rung.report import summarize, top_trials
+from rung.report import Standings, objective_values, pareto_front_of
 from rung.runtime.loop import HOLD_STORE, NO_RESULT, StudyState
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class TrialStore(RecordStore):
         self.namespace, self.name = study.metadata.namespace, study.name
         self.sign = 1.0 if study.minimize else -1.0
         self.trials: dict[int, TrialRecord] = {}
+        self.standings = Standings()             # the status's counts, best and top k
         self.uids: dict[str, str] = {}           # trial name -> uid (owner of its pods)
         self.versions: dict[str, int] = {}       # trial name -> resourceVersion last read or written
         self._phase: dict[str, str] = {}         # trial name -> phase last written
@@ -72,6 +73,7 @@ class TrialStore(RecordStore):
             self.trials[trial.index] = trial
             self.uids[trial.name], self.versions[trial.name] = obj["metadata"]["uid"], version(obj)
             self._phase[trial.name] = (obj.get("status") or {}).get("phase", "")
+        self.standings = Standings(self.trials.values())
         return sorted(self.trials.values(), key=lambda t: t.index)
 
     def save(self, trial: TrialRecord) -> None:
@@ -92,6 +94,7 @@ class TrialStore(RecordStore):
             raise
         self.versions[trial.name] = version(written)
         self.trials[trial.index] = trial
+        self.standings.set(trial)
         if phase == "Failed" and self._phase.get(trial.name) != "Failed":
             post_event(self.kube, self.study_object(), "Warning", "TrialFailed", f"{trial.name}: {seg.reason}")
         self._phase[trial.name] = phase
@@ -155,11 +158,12 @@ class TrialStore(RecordStore):
         return study_status(self.study_object())
 
     def save_status(self, status: dict) -> None:
-        trials = sorted(self.trials.values(), key=lambda t: t.index)
-        summary = summarize(self.study, trials, status)
+        standings = self.standings
         phase = STUDY_PHASES[status["state"]]
-        counts = {"total": len(trials), **{str(s): summary.counts[s] for s in SegmentStatus}}
-        best = summary.best
+        counts = {"total": len(standings), **{str(s): standings.counts[s] for s in SegmentStatus}}
+        top = standings.top(TOP_K)
+        best = top[0] if top else None
+        metric = (lambda loss: loss) if self.study.minimize else (lambda loss: -loss)
         before = self.study_object()
         old = before.get("status") or {}
         patch = {
@@ -167,14 +171,9 @@ class TrialStore(RecordStore):
             "nextIndex": status.get("next_index", 0),
             "observedGeneration": self.study.metadata.model_extra.get("generation"),
             "best": None if best is None else {
-                "trial": best.trial.name, "value": summary.metric(best.loss), "budget": best.budget,
-                "params": best.trial.config},
-            "top": [{"trial": t.name, "value": summary.metric(loss), "budget": budget}
-                    for t, budget, loss in top_trials(summary, TOP_K)],
-            "paretoFront": [
-                {"trial": t.name, "budget": budget,
-                 "values": {o.metric: v for o, v in zip(self.study.objectives, summary.metrics(losses))}}
-                for t, budget, losses in summary.front(PARETO_IN_STATUS)] if self.study.multi_objective else None,
+                "trial": best[0].name, "value": metric(best[2]), "budget": best[1], "params": best[0].config},
+            "top": [{"trial": t.name, "value": metric(loss), "budget": budget} for t, budget, loss in top],
+            "paretoFront": self._pareto_front() if self.study.multi_objective else None,
             "conditions": study_conditions(old.get("conditions") or [], phase, status.get("reason", ""),
                                            status.get("holds") or {}, status.get("waits", "")),
         }
@@ -184,8 +183,14 @@ class TrialStore(RecordStore):
                 post_event(self.kube, before, "Warning", "StudyFailed", status.get("reason", ""))
             elif phase == "Succeeded" and best is not None:
                 post_event(self.kube, before, "Normal", "StudySucceeded",
-                           f"best {self.study.objective.metric} {summary.metric(best.loss):g} "
-                           f"({best.trial.name})")
+                           f"best {self.study.objective.metric} {metric(best[2]):g} ({best[0].name})")
+
+    def _pareto_front(self) -> list[dict]:
+        """A pass over every trial (multi-objective Studies only)."""
+        return [{"trial": t.name, "budget": budget,
+                 "values": {o.metric: v for o, v in zip(self.study.objectives, objective_values(self.study, losses))}}
+                for t, budget, losses in pareto_front_of(sorted(self.trials.values(), key=lambda t: t.index),
+                                                          PARETO_IN_STATUS)]
 
     def patch_study_status(self, patch: dict) -> None:
         self.written_study = self.kube.request("PATCH", path("studies", self.namespace, self.name, "status"),

@@ -48,7 +48,8 @@ HOLD_STORE, HOLD_RUNTIME, HOLD_API = "CheckpointStore", "Runtime", "Api"
 class StudyLoop:
     def __init__(self, study: Study, runtime: Runtime, records: RecordStore, *,
                  checkpoint_root: str | None = None, run_id: str | None = None, parallelism: int | None = None,
-                 gate: Callable[[bool], str] | None = None, sizer: Callable[[], "Choice"] | None = None,
+                 gate: Callable[[bool], str] | None = None,
+                 sizer: Callable[[list[TrialRecord]], "Choice"] | None = None,
                  priors: Sequence = (),
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         """`gate(fresh)`, asked before new segments start, returns "" when they may, else why
@@ -56,8 +57,8 @@ class StudyLoop:
         `fresh` asks it to look again now (a trial has just met a store fault).
         `parallelism` overrides spec.limits.parallelism (`rung run --parallel`).
         `run_id` names this run in checkpoint paths (default: the Study's uid).
-        `sizer()`, asked before each new segment, says how many GPUs it gets (rung.sizing
-        Choice); while it says wait, no new segment starts.
+        `sizer(running)`, asked before each new segment with the trials running then, says
+        how many GPUs it gets (rung.sizing Choice); while it says wait, no new segment starts.
         `priors` seed the sampler (spec.warmStart: rung.warm_priors.priors_for)."""
         self.runtime, self.records = runtime, records
         self.run_id = run_id or study.uid
@@ -71,6 +72,9 @@ class StudyLoop:
         self.update(study)
         self.scheduler: Scheduler | None = None
         self.trials: dict[int, TrialRecord] = {}
+        self._live: dict[int, TrialRecord] = {}   # a superset of the running trials (running_trials)
+        self._ended: dict[int, TrialRecord] = {}   # take_ended
+        self._failed = 0
         self.state, self.reason = StudyState.RUNNING, ""
         self.holds: dict[str, dict] = {}  # HOLD_* -> {"reason", "message"}: why new work waits
         self._stale = True                # rebuild from the records before the next decision
@@ -151,10 +155,18 @@ class StudyLoop:
         return self._elapsed_before + (self.clock() - self._t0 if self._t0 is not None else 0.0)
 
     def running_trials(self) -> list[TrialRecord]:
-        return [t for t in self.trials.values() if t.state == SegmentStatus.RUNNING]
+        # Only trials given a segment since the restore can be running: a step's views cost
+        # O(running), not O(trials), and the ones that have ended drop out here.
+        self._live = {i: t for i, t in self._live.items() if t.state == SegmentStatus.RUNNING}
+        return list(self._live.values())
 
     def failed_trials(self) -> int:
-        return sum(t.state == SegmentStatus.FAILED for t in self.trials.values())
+        return self._failed
+
+    def take_ended(self) -> list[TrialRecord]:
+        """The trials whose segments ended since the last call (every trial after a restore)."""
+        ended, self._ended = list(self._ended.values()), {}
+        return ended
 
     def status(self) -> dict:
         return {"state": self.state, "reason": self.reason, "holds": dict(self.holds), "waits": self.waits,
@@ -172,6 +184,9 @@ class StudyLoop:
                                max((t.index + 1 for t in records), default=0))
         self.scheduler = make_scheduler(self.study, self.priors).restore(records, self._next_index)
         self.trials = {t.index: t for t in records}
+        self._failed = sum(t.state == SegmentStatus.FAILED for t in records)
+        self._live = {t.index: t for t in records if t.state == SegmentStatus.RUNNING}
+        self._ended = dict(self.trials)
         self._stale, self._changed = False, True
         finished = status.get("state") == StudyState.SUCCEEDED and self.scheduler.finished()
         if finished or status.get("state") == StudyState.FAILED:   # a raised maxTrials reopens a success
@@ -299,6 +314,7 @@ class StudyLoop:
     def _finish_failed(self, trial: TrialRecord, reason: str) -> None:
         seg = trial.current
         seg.status, seg.loss, seg.reached, seg.reason = SegmentStatus.FAILED, None, seg.budget, reason
+        self._failed += 1
         self._close(trial)
         self._save(trial)
         self.scheduler.tell_failed(trial.index, seg.budget)
@@ -316,6 +332,7 @@ class StudyLoop:
     def _close(self, trial: TrialRecord) -> None:
         seg = trial.current
         seg.ended, seg.elapsed = self.wall(), self.elapsed()
+        self._ended[trial.index] = trial
 
     # ---- decisions --------------------------------------------------------------------
     def _may_launch(self) -> bool:
@@ -325,9 +342,9 @@ class StudyLoop:
         return not self.holds
 
     def _launch(self) -> None:
-        running = len(self.running_trials())   # counted once: a step's work should not grow with trials x launches
-        while running < self.parallelism:
-            size = self.sizer() if self.sizer is not None else None
+        running = self.running_trials()   # listed once: a step's work should not grow with trials x launches
+        while len(running) < self.parallelism:
+            size = self.sizer(running) if self.sizer is not None else None
             waits = size.reason if size is not None and size.waits else ""
             self._changed |= waits != self.waits
             self.waits = waits
@@ -345,7 +362,8 @@ class StudyLoop:
             if size is not None:
                 segment.gpus, segment.efficiency, segment.sizing = size.n, size.efficiency, size.reason
             trial.segments.append(segment)
-            running += 1
+            running.append(trial)
+            self._live[trial.index] = trial
             self._save(trial)   # recorded first: _start_missing starts it
             self._fresh.add(_run_name(trial))
 
