@@ -2,9 +2,11 @@
 
 For every seed: a DARTS search (second order by default) and an ASAP search with the same
 network, data split and epoch budget (ASAP stops once one op per edge is left); each
-derived genotype, and a random genotype from the same space, trained from scratch the same
-way and scored on the held-out test split. Prints a markdown table and the ratios
-(ASAP search time / DARTS search time; searched vs random accuracy).
+derived genotype, and random genotypes from the same space, trained from scratch the same
+way and scored on the held-out test split. A genotype's accuracy is the mean of
+--train-seeds trainings (a single training of a cell this small moves by a few test
+images); the random baseline is the mean of --randoms genotypes. Prints a markdown table
+and the ratios (ASAP search time / DARTS search time; searched vs random accuracy).
 
     PYTHONPATH=operator python bench/nas_digits.py            # ~10 min on 2 busy CPU cores
     PYTHONPATH=operator python bench/nas_digits.py --seeds 0 --epochs 2 --eval-epochs 2
@@ -33,6 +35,8 @@ def arguments():
     p.add_argument("--beta", type=float, default=0.25, help="ASAP temperature factor per epoch")
     p.add_argument("--eval-epochs", type=int, default=5)
     p.add_argument("--eval-channels", type=int, default=8)
+    p.add_argument("--train-seeds", type=int, default=3, help="trainings averaged per genotype")
+    p.add_argument("--randoms", type=int, default=3, help="random genotypes per seed")
     p.add_argument("--json", help="also write every measurement to this file")
     return p.parse_args()
 
@@ -47,20 +51,24 @@ def main():
     for seed in args.seeds:
         data = load_data("digits", seed)
         ops = resolve_settings("darts", settings["darts"])["ops"]
-        baseline = evaluate(random_genotype(ops, args.nodes, seed=1000 + seed), data, seed=seed, **train)
+        def accuracy(genotype):
+            return statistics.mean(evaluate(genotype, data, seed=100 * seed + k, **train)["test_accuracy"]
+                                   for k in range(args.train_seeds))
+        baseline = statistics.mean(accuracy(random_genotype(ops, args.nodes, seed=1000 * (seed + 1) + r))
+                                   for r in range(args.randoms))
         for method in ("darts", "asap"):
             search = Search(method, settings[method], seed, data=data)
             start = time.perf_counter()
             search.run()
             seconds = time.perf_counter() - start
             genotype = search.genotype()
-            searched = evaluate(genotype, data, seed=seed, **train)
+            searched = accuracy(genotype)
             rows.append({"seed": seed, "method": method, "search_s": seconds, "epochs": search.epoch,
                          "ops_left": sum(sum(v) for v in search.history()[-1]["ops_left"].values()),
-                         "searched_acc": searched["test_accuracy"], "random_acc": baseline["test_accuracy"],
+                         "searched_acc": searched, "random_acc": baseline,
                          "genotype": genotype})
             print(f"seed {seed} {method}: search {seconds:.1f} s over {search.epoch} epochs, "
-                  f"test accuracy {searched['test_accuracy']:.4f} (random {baseline['test_accuracy']:.4f})",
+                  f"test accuracy {searched:.4f} (random {baseline:.4f})",
                   flush=True)
     report(rows, args)
     if args.json:
@@ -71,7 +79,8 @@ def main():
 def report(rows, args):
     print(f"\nDigits, seeds {args.seeds}; search {args.cells} cells x {args.nodes} nodes, {args.channels} channels, "
           f"{args.epochs} epochs (DARTS order {args.order}; ASAP beta {args.beta}, stops at one op per edge); "
-          f"evaluation {args.cells} cells, {args.eval_channels} channels, {args.eval_epochs} epochs from scratch.\n")
+          f"evaluation {args.cells} cells, {args.eval_channels} channels, {args.eval_epochs} epochs from scratch, "
+          f"mean of {args.train_seeds} trainings; random: mean of {args.randoms} genotypes.\n")
     print("| seed | method | search s | epochs | ops left | searched test acc | random test acc |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
