@@ -163,7 +163,6 @@ class TrialStore(RecordStore):
         counts = {"total": len(standings), **{str(s): standings.counts[s] for s in SegmentStatus}}
         top = standings.top(TOP_K)
         best = top[0] if top else None
-        metric = (lambda loss: loss) if self.study.minimize else (lambda loss: -loss)
         before = self.study_object()
         old = before.get("status") or {}
         patch = {
@@ -171,8 +170,8 @@ class TrialStore(RecordStore):
             "nextIndex": status.get("next_index", 0),
             "observedGeneration": self.study.metadata.model_extra.get("generation"),
             "best": None if best is None else {
-                "trial": best[0].name, "value": metric(best[2]), "budget": best[1], "params": best[0].config},
-            "top": [{"trial": t.name, "value": metric(loss), "budget": budget} for t, budget, loss in top],
+                "trial": best[0].name, "value": self.sign * best[2], "budget": best[1], "params": best[0].config},
+            "top": [{"trial": t.name, "value": self.sign * loss, "budget": budget} for t, budget, loss in top],
             "paretoFront": self._pareto_front() if self.study.multi_objective else None,
             "conditions": study_conditions(old.get("conditions") or [], phase, status.get("reason", ""),
                                            status.get("holds") or {}, status.get("waits", "")),
@@ -183,7 +182,7 @@ class TrialStore(RecordStore):
                 post_event(self.kube, before, "Warning", "StudyFailed", status.get("reason", ""))
             elif phase == "Succeeded" and best is not None:
                 post_event(self.kube, before, "Normal", "StudySucceeded",
-                           f"best {self.study.objective.metric} {metric(best[2]):g} ({best[0].name})")
+                           f"best {self.study.objective.metric} {self.sign * best[2]:g} ({best[0].name})")
 
     def _pareto_front(self) -> list[dict]:
         """A pass over every trial (multi-objective Studies only)."""
