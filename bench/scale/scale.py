@@ -36,6 +36,7 @@ from collections import defaultdict, deque
 from pathlib import Path
 
 from rung.kube.api import Kube, api_client, path
+from rung.kube.informer import STUDY_LABEL
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -164,7 +165,8 @@ def object_sizes(kube: Kube, ns: str) -> tuple[int, int]:
 
 def audit(kube: Kube, ns: str, studies: dict[str, int], finisher: kwok.Finisher) -> dict:
     """Lost: trials a Study should have that do not exist or did not end well. Duplicated:
-    trial indexes held by two objects, or a segment that ran in two pods."""
+    trial indexes held by two objects, or a segment that ran in two pods. Pods left: the
+    Studies' pods still there (not being deleted)."""
     trials, _ = kube.list_all(path("trials", ns), {})
     lost, duplicated, phases = 0, 0, defaultdict(int)
     for name, n in studies.items():
@@ -177,7 +179,10 @@ def audit(kube: Kube, ns: str, studies: dict[str, int], finisher: kwok.Finisher)
             phases[phase] += 1
             lost += phase not in ("Succeeded", "Stopped")
     duplicated += sum(c - 1 for c in finisher.segments_started.values() if c > 1)
-    return {"lost": lost, "duplicated": duplicated, "trial_phases": dict(phases), "trials": len(trials)}
+    pods, _ = kube.list_all(path("pods", ns), {"labelSelector": STUDY_LABEL})
+    left = sum(not p["metadata"].get("deletionTimestamp") for p in pods)
+    return {"lost": lost, "duplicated": duplicated, "trial_phases": dict(phases), "trials": len(trials),
+            "pods_left": left}
 
 
 def plots(out: Path, samples, latency, t0: float) -> None:
@@ -369,6 +374,7 @@ def table(r: dict) -> None:
         ("API requests per segment", f"{r['requests_per_segment']:.2f}" if r["requests_per_segment"] else "n/a"),
         ("largest Study / Trial object", f"{r['largest_study_bytes']} / {r['largest_trial_bytes']} bytes"),
         ("lost / duplicated", f"{r['lost']} / {r['duplicated']}"),
+        ("Studies' pods left at the end", f"{r['pods_left']}"),
     ]
     if r.get("restart"):
         rows.append(("restart: decisions flow again after", f"{r['restart'].get('decisions_again_after_s', float('nan')):.1f} s"))

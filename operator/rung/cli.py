@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                          "Studies that use it")
     op.add_argument("--gpu-resource", default="nvidia.com/gpu",
                     help="extended resource trial pods request for spec.trial.gpus (default: %(default)s)")
+    op.add_argument("--keep-finished-pods", type=_count, default=200, metavar="N",
+                    help="finished trial pods each Study keeps for their logs, the newest; older ones are "
+                         "deleted once their results are in the Trials (default: %(default)s)")
     op.add_argument("--allow-privileged", action="store_true", help="let Studies run privileged trial containers")
     op.add_argument("--allow-host-network", action="store_true", help="let Studies put trial pods on the node's network")
     op.add_argument("--allow-host-path", action="store_true",
@@ -112,12 +115,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _positive(text: str) -> int:
+    return _whole(text, 1)
+
+
+def _count(text: str) -> int:
+    return _whole(text, 0)
+
+
+def _whole(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {least}")
     return value
 
 
@@ -376,7 +387,7 @@ def cmd_operator(args) -> int:
                          parse_label(args.secret_label))
     config = OperatorConfig(args.trial_image, args.checkpoint_root, namespaces, args.interval, workers=args.workers,
                             checkpoint_secret=args.checkpoint_secret, gpu_resource=args.gpu_resource, policy=policy,
-                            api_concurrency=args.api_concurrency)
+                            api_concurrency=args.api_concurrency, keep_finished_pods=args.keep_finished_pods)
     share_checkpoint_root(args.checkpoint_root)
     lease_namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE") or (namespaces or ("default",))[0]
     election = LeaderElection(Kube(api_client(), on_request=metrics.api_request), lease_namespace, args.lease_name,

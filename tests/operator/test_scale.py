@@ -25,3 +25,8 @@ def test_a_thousand_trials_a_hundred_at_once_all_finish_none_lost_or_duplicated(
     assert 1000 < result["segments"] < 1600
     # The real scheduler placed them on the simulated nodes only, up to the 100 GPUs at once.
     assert max(s["running"] for s in scale.json.loads((tmp_path / "samples.json").read_text())["samples"]) <= 100
+    # Of its finished pods the Study keeps the newest 200 (--keep-finished-pods) and deletes the others.
+    def kept():
+        pods = kubectl.json("get", "pods", "-n", namespace, "-l", "rung.dev/study")["items"]
+        return len([p for p in pods if not p["metadata"].get("deletionTimestamp")])
+    kubectl.wait_for(lambda: kept() == 200, 60, f"the Study to keep 200 pods ({result['pods_left']} at its end)")

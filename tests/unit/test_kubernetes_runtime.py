@@ -289,3 +289,52 @@ def test_with_a_pool_pods_are_created_and_labelled_side_by_side_and_a_refusal_na
         runtime.release_all([f"s-{i}-s0" for i in range(3)])
         assert api.most >= 2
         assert all(w.pod(f"s-{i}-s0")["metadata"]["labels"][HANDLED_LABEL] == "true" for i in range(3))
+
+
+class FailsOnce:
+    """The fake API, with the first DELETE of one pod failing."""
+
+    def __init__(self, kube, pod):
+        self.kube, self.pod = kube, pod
+
+    def __getattr__(self, name):
+        return getattr(self.kube, name)
+
+    def request(self, method, url, **kw):
+        if method == "DELETE" and url.endswith(f"/{self.pod}"):
+            self.pod = None
+            raise api_error(500, "etcdserver: request timed out")
+        return self.kube.request(method, url, **kw)
+
+
+def test_a_study_keeps_its_newest_finished_pods_and_deletes_older_ones_also_those_an_earlier_operator_left(w):
+    done = status("Succeeded", term(0, json.dumps({"step": 3, "metrics": {"loss": 0.1}})))
+
+    def finish(runtime, trials):
+        for t in trials:
+            runtime.start(spec(trial=t))
+        w.kube.deliver()
+        for t in trials:
+            w.set(f"{t}-s0", done)
+        assert len(w.poll(runtime)) == len(trials)
+        runtime.release_all([f"{t}-s0" for t in trials])
+
+    def kept():
+        return sorted(n for (kind, _, n), pod in w.kube.objects.items()
+                      if kind == "pods" and not pod["metadata"].get("deletionTimestamp"))
+
+    earlier = w.new_runtime()                         # keeps every pod
+    finish(earlier, ["s-0", "s-1", "s-2"])
+    w.poll(earlier)
+    assert kept() == ["s-0-s0", "s-1-s0", "s-2-s0"]
+    runtime = w.new_runtime(keep_finished=2)          # the operator restarted with a limit
+    runtime.start(spec(trial="s-9"))                  # running: never touched
+    finish(runtime, ["s-3", "s-4"])
+    w.poll(runtime)
+    assert kept() == ["s-3-s0", "s-4-s0", "s-9-s0"]
+    runtime.kube = FailsOnce(w.kube, "s-3-s0")
+    finish(runtime, ["s-5"])
+    assert kept() == ["s-3-s0", "s-4-s0", "s-5-s0", "s-9-s0"]   # the failed delete is tried again
+    w.poll(runtime)
+    assert kept() == ["s-4-s0", "s-5-s0", "s-9-s0"]
+    assert [e.outcome for e in w.poll(runtime)] == [] and runtime.running() == {"s-9-s0"}

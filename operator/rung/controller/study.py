@@ -53,6 +53,7 @@ class OperatorConfig:
     checkpoint_secret: str | None = None   # the Secret (in each Study's namespace) for checkpoint_root
     gpu_resource: str = "nvidia.com/gpu"   # the extended resource a trial's GPUs are requested as
     api_concurrency: int = 1               # API calls one step makes side by side (Trial writes, pods)
+    keep_finished_pods: int | None = None  # handled pods a Study keeps for their logs (None: all)
     policy: StudyPolicy = StudyPolicy()    # what Studies may ask of the cluster
 
 
@@ -208,7 +209,8 @@ class StudyController:
                 self.kube, self.pods, study.metadata.namespace, study.name,
                 default_image=self.config.trial_image, owner=self.records.trial_owner,
                 volumes=checkpoint_volumes(root, self.config), live_reports=needs_live_reports(scheduler),
-                gpu_resource=self.config.gpu_resource, clock=self.clock, pool=self.pool)
+                gpu_resource=self.config.gpu_resource, clock=self.clock, pool=self.pool,
+                keep_finished=self.config.keep_finished_pods)
             self.store = StudyStore(self.kube, study, root, secret, clock=self.clock)
             self.loop = StudyLoop(study, self.runtime, self.records, checkpoint_root=root,
                                   gate=self.store.gate if root.startswith("s3://") else None, priors=priors)

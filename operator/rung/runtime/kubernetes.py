@@ -10,7 +10,9 @@ carry a Study label and no `rung.dev/handled` label), never by polling the API. 
 pod is reported on every poll until the loop has recorded its result and released it;
 only then is it labelled handled, which takes it out of the watch. So a result can be
 recorded late, but never lost, and a restarted operator finds every pod it has not
-recorded yet.
+recorded yet. Handled pods are kept for their logs, the newest `keep_finished` of a Study;
+older ones are deleted (their results are in the Trials), so a Study of many thousand
+segments does not leave as many pods for the API server and the nodes to carry.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -74,21 +77,23 @@ class KubernetesRuntime(Runtime):
                  owner: Callable[[str], dict | None], volumes: list[tuple[dict, dict]] = (),
                  secret_env: str | None = None, live_reports: bool = False, stop_grace: int = 5,
                  gpu_resource: str = "nvidia.com/gpu", clock: Callable[[], float] = time.monotonic,
-                 pool: Executor | None = None):
+                 pool: Executor | None = None, keep_finished: int | None = None):
         """`owner(trial_name)` gives the ownerReference of a trial's pods; `volumes` are
         (volume, mount) pairs every trial pod gets (e.g. a hostPath for file:// checkpoints);
         `secret_env` names a Secret whose keys become environment variables (the object
         store's endpoint and credentials: never written into a spec or status);
         `live_reports` reads running pods' logs (only stop-based schedulers need it);
-        `pool` creates and labels several pods at once (None: one by one)."""
+        `pool` creates and labels several pods at once (None: one by one); `keep_finished`:
+        how many handled pods the Study keeps (None: all)."""
         self.kube, self.pods, self.namespace, self.study = kube, pods, namespace, study
         self.default_image, self.owner, self.volumes = default_image, owner, list(volumes)
         self.secret_env, self.live_reports, self.stop_grace, self.clock = secret_env, live_reports, stop_grace, clock
-        self.gpu_resource, self.pool = gpu_resource, pool
+        self.gpu_resource, self.pool, self.keep_finished = gpu_resource, pool, keep_finished
         self._known: dict[str, _Pod] = {}         # run name -> attempts seen in the watch, not released
         self._expected: dict[str, float] = {}     # created, not yet in the watch -> when
         self._unstartable: dict[str, Ended] = {}  # the API refused the pod itself (invalid)
         self._released: dict[str, bool] = {}      # recorded by the loop -> labelled handled yet
+        self._handled: deque[str] | None = None   # handled pods kept, oldest first (None: not listed yet)
         self._stopping: set[str] = set()
         self._refused: Refused | None = None      # the last refusal, and when to try again
         self._retry_at, self._backoff = 0.0, 0.0
@@ -178,8 +183,14 @@ class KubernetesRuntime(Runtime):
             self._stopping.discard(run)
             if self._unstartable.pop(run, None) is None and run not in self._released:
                 label.append(run)
-        for run, error in self._each(self._label_handled, label):
+        self._labelled(self._each(self._label_handled, label))
+
+    def _labelled(self, results: list) -> None:
+        for run, error in results:
             self._released[run] = error is None
+            if error is None and self._handled is not None:
+                self._handled.append(run)
+        self._delete_old_handled()
 
     def gone(self, run: str) -> bool:
         if run in self.running():
@@ -356,8 +367,27 @@ class KubernetesRuntime(Runtime):
                 del self._released[name]   # out of the watch: done
             elif not self._released[name]:
                 again.append(name)
-        for name, error in self._each(self._label_handled, again):
-            self._released[name] = error is None
+        self._labelled(self._each(self._label_handled, again))
+
+    def _delete_old_handled(self) -> None:
+        """Delete the Study's handled pods beyond the newest `keep_finished` (those an
+        earlier operator left are listed once). A failed delete is tried again next poll."""
+        if self.keep_finished is None:
+            return
+        if self._handled is None:
+            try:
+                pods, _ = self.kube.list_all(path("pods", self.namespace),
+                                             {"labelSelector": f"{STUDY_LABEL}={self.study},{HANDLED_LABEL}"})
+            except Exception as e:
+                log.warning("cannot list the handled pods of study %s (retried): %s", self.study, message_of(e))
+                return
+            pods.sort(key=lambda pod: (pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"]))
+            self._handled = deque(pod["metadata"]["name"] for pod in pods)
+        old = [self._handled.popleft() for _ in range(len(self._handled) - self.keep_finished)]
+        for name, error in self._each(self._delete, old):
+            if error is not None:
+                log.warning("cannot delete handled pod %s (retried): %s", name, message_of(error))
+                self._handled.appendleft(name)
 
     def _label_handled(self, name: str) -> None:
         """Mark a recorded pod handled, so the watch lets go of it (raises: retry later)."""
