@@ -35,6 +35,7 @@ class Controller:
         self.gpus = GpuPool(node_gpus(kube, config.gpu_resource))
         self.events = EventPoster(kube)
         self.pool = ThreadPoolExecutor(config.api_concurrency, "rung-api") if config.api_concurrency > 1 else None
+        self.cleanup = ThreadPoolExecutor(1, "rung-cleanup")   # deletes finished pods, off the steps' path
         self.pods = ObjectCache(on_change=self._pod_changed)
         self.trials = ObjectCache(keep=metadata_only, on_change=self._trial_changed)
         self.queue = WorkQueue()
@@ -69,6 +70,7 @@ class Controller:
         self.events.close()
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
+        self.cleanup.shutdown(wait=False, cancel_futures=True)
 
     # ---- Studies, as kopf sees them ---------------------------------------------------
     def observe(self, body: dict) -> None:
@@ -77,7 +79,8 @@ class Controller:
             study = self.studies.get(key)
             if study is None or study.study_object()["metadata"]["uid"] != body["metadata"]["uid"]:
                 study = self.studies[key] = StudyController(self.kube, self.pods, self.config, body, gpus=self.gpus,
-                                                               events=self.events.put, pool=self.pool)
+                                                               events=self.events.put, pool=self.pool,
+                                                               cleanup=self.cleanup)
                 wake = True
             else:
                 wake = study.observe(body)

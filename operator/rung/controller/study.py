@@ -108,11 +108,13 @@ class TellingTrialStore(TrialStore):
 class StudyController:
     def __init__(self, kube: Kube, pods: ObjectCache, config: OperatorConfig, body: dict, clock=time.monotonic,
                  gpus: GpuPool | None = None, events: Callable[[dict, str, str, str], object] | None = None,
-                 pool: Executor | None = None):
+                 pool: Executor | None = None, cleanup: Executor | None = None):
         """`gpus`: the operator's GPU pool, shared by its Studies (a private one if None);
         `events`: where Trial Events go (the operator's EventPoster; posted at once if None);
-        `pool`: threads for API calls a step makes side by side (one by one if None)."""
+        `pool`: threads for API calls a step makes side by side (one by one if None);
+        `cleanup`: the thread that deletes finished pods beyond those kept (in the step if None)."""
         self.kube, self.pods, self.config, self.clock, self.pool = kube, pods, config, clock, pool
+        self.cleanup = cleanup
         self.send_event = events or functools.partial(post_event, kube)
         self.gpus = gpus or GpuPool(node_gpus(kube, config.gpu_resource))
         self._body, self._lock = body, threading.Lock()
@@ -210,7 +212,7 @@ class StudyController:
                 default_image=self.config.trial_image, owner=self.records.trial_owner,
                 volumes=checkpoint_volumes(root, self.config), live_reports=needs_live_reports(scheduler),
                 gpu_resource=self.config.gpu_resource, clock=self.clock, pool=self.pool,
-                keep_finished=self.config.keep_finished_pods)
+                keep_finished=self.config.keep_finished_pods, cleanup=self.cleanup)
             self.store = StudyStore(self.kube, study, root, secret, clock=self.clock)
             self.loop = StudyLoop(study, self.runtime, self.records, checkpoint_root=root,
                                   gate=self.store.gate if root.startswith("s3://") else None, priors=priors)

@@ -77,18 +77,20 @@ class KubernetesRuntime(Runtime):
                  owner: Callable[[str], dict | None], volumes: list[tuple[dict, dict]] = (),
                  secret_env: str | None = None, live_reports: bool = False, stop_grace: int = 5,
                  gpu_resource: str = "nvidia.com/gpu", clock: Callable[[], float] = time.monotonic,
-                 pool: Executor | None = None, keep_finished: int | None = None):
+                 pool: Executor | None = None, keep_finished: int | None = None,
+                 cleanup: Executor | None = None):
         """`owner(trial_name)` gives the ownerReference of a trial's pods; `volumes` are
         (volume, mount) pairs every trial pod gets (e.g. a hostPath for file:// checkpoints);
         `secret_env` names a Secret whose keys become environment variables (the object
         store's endpoint and credentials: never written into a spec or status);
         `live_reports` reads running pods' logs (only stop-based schedulers need it);
         `pool` creates and labels several pods at once (None: one by one); `keep_finished`:
-        how many handled pods the Study keeps (None: all)."""
+        how many handled pods the Study keeps (None: all); `cleanup` deletes the others off
+        the step's path (None: in the step)."""
         self.kube, self.pods, self.namespace, self.study = kube, pods, namespace, study
         self.default_image, self.owner, self.volumes = default_image, owner, list(volumes)
         self.secret_env, self.live_reports, self.stop_grace, self.clock = secret_env, live_reports, stop_grace, clock
-        self.gpu_resource, self.pool, self.keep_finished = gpu_resource, pool, keep_finished
+        self.gpu_resource, self.pool, self.keep_finished, self.cleanup = gpu_resource, pool, keep_finished, cleanup
         self._known: dict[str, _Pod] = {}         # run name -> attempts seen in the watch, not released
         self._expected: dict[str, float] = {}     # created, not yet in the watch -> when
         self._unstartable: dict[str, Ended] = {}  # the API refused the pod itself (invalid)
@@ -371,7 +373,7 @@ class KubernetesRuntime(Runtime):
 
     def _delete_old_handled(self) -> None:
         """Delete the Study's handled pods beyond the newest `keep_finished` (those an
-        earlier operator left are listed once). A failed delete is tried again next poll."""
+        earlier operator left are listed once). A failed delete is tried again later."""
         if self.keep_finished is None:
             return
         if self._handled is None:
@@ -384,10 +386,21 @@ class KubernetesRuntime(Runtime):
             pods.sort(key=lambda pod: (pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"]))
             self._handled = deque(pod["metadata"]["name"] for pod in pods)
         old = [self._handled.popleft() for _ in range(len(self._handled) - self.keep_finished)]
-        for name, error in self._each(self._delete, old):
-            if error is not None:
-                log.warning("cannot delete handled pod %s (retried): %s", name, message_of(error))
-                self._handled.appendleft(name)
+        if old and self.cleanup is not None:
+            self.cleanup.submit(self._delete_finished, old)
+        elif old:
+            self._delete_finished(old)
+
+    def _delete_finished(self, names: list[str]) -> None:
+        """Ended pods go at once (grace 0), as the pod garbage collector deletes them; a
+        failed one goes back to the front of the queue."""
+        for name in names:
+            try:
+                self.kube.request("DELETE", path("pods", self.namespace, name), query={"gracePeriodSeconds": 0})
+            except Exception as e:
+                if status_of(e) != 404:
+                    log.warning("cannot delete handled pod %s (retried): %s", name, message_of(e))
+                    self._handled.appendleft(name)
 
     def _label_handled(self, name: str) -> None:
         """Mark a recorded pod handled, so the watch lets go of it (raises: retry later)."""
