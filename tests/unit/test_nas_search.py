@@ -119,6 +119,18 @@ def test_asap_prunes_as_the_temperature_falls_and_stops_at_one_op_per_edge():
     assert history[-1]["ops_left"] == progress[-1]["ops_left"]
 
 
+def test_darts_holds_alphas_through_its_warmup_epochs_then_searches():
+    search = Search("darts", {**TINY, "order": 1, "epochs": 3, "warmup_epochs": 2}, seed=0, data=tiny_data())
+    start = [a.detach().clone() for a in search.model.arch_parameters()]
+    weights = [w.detach().clone() for w in search.model.weight_parameters()]
+    for _ in range(2):
+        search.run_epoch()
+        assert all(torch.equal(a, b) for a, b in zip(search.model.arch_parameters(), start))
+    assert not all(torch.equal(w, v) for w, v in zip(search.model.weight_parameters(), weights))
+    search.run_epoch()
+    assert not all(torch.equal(a, b) for a, b in zip(search.model.arch_parameters(), start))
+
+
 def test_asap_leaves_alphas_alone_above_the_grace_temperature():
     search = Search("asap", {**ASAP_FAST, "beta": 0.9, "grace_temperature": 0.5}, seed=0, data=tiny_data())
     progress = search.run_epoch()
@@ -174,6 +186,9 @@ def test_a_checkpoint_only_resumes_the_same_search():
     ("asap", {"beta": 1.5}, "settings"),
     ("asap", {"order": 2}, "settings.order"),
     ("darts", {"lr": -1}, "settings.lr"),
+    ("darts", {"warmup_epochs": 10}, "settings.warmup_epochs"),   # as many as epochs: no search
+    ("darts", {"warmup_epochs": 1.5}, "settings.warmup_epochs"),
+    ("asap", {"warmup_epochs": 1}, "settings.warmup_epochs"),     # ASAP has its grace temperature
 ])
 def test_bad_settings_are_rejected_by_name(method, settings, field):
     with pytest.raises(InputError) as error:

@@ -16,7 +16,7 @@ CANDIDATE_OPS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
 COMMON = {"dataset": "digits", "cells": 3, "nodes": 4, "ops": list(CANDIDATE_OPS), "channels": 8,
           "batch_size": 64, "epochs": 10, "lr": 0.025, "lr_min": 0.001, "momentum": 0.9,
           "weight_decay": 3e-4, "arch_lr": 3e-3, "arch_weight_decay": 1e-3}
-METHOD_DEFAULTS = {"darts": {"order": 2},
+METHOD_DEFAULTS = {"darts": {"order": 2, "warmup_epochs": 0},
                    "asap": {"t0": 1.0, "beta": 0.5, "grace_temperature": 0.8, "prune_threshold": 0.05}}
 POSITIVE_INTS = ("cells", "nodes", "channels", "batch_size", "epochs")
 NON_NEGATIVE = ("lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_weight_decay")
@@ -54,6 +54,9 @@ def resolve_settings(method: str, settings: dict | None) -> dict:
     s["ops"] = [o for o in CANDIDATE_OPS if o in ops]  # one canonical order: alphas' columns
     if method == "darts" and s["order"] not in (1, 2):
         raise InputError("settings.order", f"must be 1 or 2, is {s['order']!r}")
+    if method == "darts" and (isinstance(s["warmup_epochs"], bool) or not isinstance(s["warmup_epochs"], int)
+                              or not 0 <= s["warmup_epochs"] < s["epochs"]):
+        raise InputError("settings.warmup_epochs", f"must be an integer from 0 to epochs - 1, is {s['warmup_epochs']!r}")
     if method == "asap":
         if not (0 < s["prune_threshold"] < 1 and 0 < s["beta"] < 1 and s["t0"] > 0):
             raise InputError("settings", "asap needs 0 < prune_threshold < 1, 0 < beta < 1 and t0 > 0")

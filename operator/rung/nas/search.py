@@ -20,6 +20,7 @@ Settings (all optional; unknown keys are rejected):
   arch_lr            3e-3       Adam on alphas, betas (0.5, 0.999) as in DARTS
   arch_weight_decay  1e-3
   order              2          darts: 1 (first order) or 2 (unrolled, finite differences)
+  warmup_epochs      0          darts: epochs that train weights only, alphas held, before the search
   t0                 1.0        asap: initial temperature
   beta               0.5        asap: temperature factor per epoch
   grace_temperature  0.8        asap: alphas are trained and ops pruned once T is below it
@@ -99,7 +100,8 @@ class Search:
             xt, yt = self._batch(d.x_train, d.y_train, train_order, step)
             xv, yv = self._batch(d.x_val, d.y_val, val_order, step % val_steps)
             if self.method == "darts":
-                self._darts_arch_step(lr, xt, yt, xv, yv)
+                if self.epoch >= s["warmup_epochs"]:   # untrained convolutions lose to pools and skips
+                    self._darts_arch_step(lr, xt, yt, xv, yv)
                 loss, hits = self._weight_step(xt, yt)
             else:
                 self.model.temperature = asap.temperature(s["t0"], s["beta"], self.epoch + step / steps)
