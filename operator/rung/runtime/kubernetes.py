@@ -396,11 +396,10 @@ class KubernetesRuntime(Runtime):
         failed one goes back to the front of the queue."""
         for name in names:
             try:
-                self.kube.request("DELETE", path("pods", self.namespace, name), query={"gracePeriodSeconds": 0})
+                self._delete(name, grace=0)
             except Exception as e:
-                if status_of(e) != 404:
-                    log.warning("cannot delete handled pod %s (retried): %s", name, message_of(e))
-                    self._handled.appendleft(name)
+                log.warning("cannot delete handled pod %s (retried): %s", name, message_of(e))
+                self._handled.appendleft(name)
 
     def _label_handled(self, name: str) -> None:
         """Mark a recorded pod handled, so the watch lets go of it (raises: retry later)."""
@@ -412,10 +411,10 @@ class KubernetesRuntime(Runtime):
                 log.warning("cannot label pod %s handled (retried): %s", name, message_of(e))
                 raise
 
-    def _delete(self, name: str, quiet: bool = False) -> None:
+    def _delete(self, name: str, quiet: bool = False, grace: int | None = None) -> None:
         try:
             self.kube.request("DELETE", path("pods", self.namespace, name),
-                              query={"gracePeriodSeconds": self.stop_grace})
+                              query={"gracePeriodSeconds": self.stop_grace if grace is None else grace})
         except Exception as e:
             if status_of(e) != 404:
                 if not quiet:
