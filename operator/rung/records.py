@@ -134,7 +134,9 @@ class RecordStore(ABC):
         """The Study's status ({} before the first save)."""
 
     @abstractmethod
-    def save_status(self, status: dict) -> None: ...
+    def save_status(self, status: dict) -> bool | None:
+        """Persist the Study's status; False when the store put the write off (the loop
+        tries again at its next step)."""
 
     def changed(self) -> bool:
         """True when someone else changed the records since this store last read or

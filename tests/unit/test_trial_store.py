@@ -3,6 +3,9 @@ changes, and the Study's status (against fake_kube's in-memory API)."""
 
 from __future__ import annotations
 
+import copy
+import random
+
 import pytest
 
 from fake_kube import FakeKube, api_error
@@ -108,3 +111,72 @@ def test_the_study_status_holds_counts_the_next_number_and_why_it_is_held(kube):
     s.save_status({"state": StudyState.RUNNING, "reason": "", "elapsed": 4.0, "next_index": 4, "holds": {}})
     held = next(c for c in kube.get("studies", "ns", "s")["status"]["conditions"] if c["type"] == "Held")
     assert (held["status"], held["reason"]) == ("False", "Resumed")
+
+
+def test_a_status_write_of_progress_only_waits_its_interval_and_a_phase_or_condition_change_goes_at_once(kube):
+    now, writes = [0.0], []
+    request = kube.request
+
+    def counting(method, url, **kw):
+        if method == "PATCH" and url.endswith("/studies/s/status"):
+            writes.append(now[0])
+        return request(method, url, **kw)
+
+    kube.request = counting
+    s = TrialStore(kube, parse_study(kube.get("studies", "ns", "s")), lambda: kube.get("studies", "ns", "s"),
+                   status_every=1.0, clock=lambda: now[0])
+    s.load()
+
+    def status(state=StudyState.RUNNING, holds=None):
+        return {"state": state, "reason": "", "elapsed": now[0], "next_index": 2, "holds": holds or {}}
+
+    def completed():
+        return kube.get("studies", "ns", "s")["status"]["trials"]["completed"]
+
+    s.save(trial(0))
+    assert s.save_status(status()) is True                    # the first write goes at once
+    s.save(trial(0, 0.5, SegmentRecord(1.0, status=SegmentStatus.COMPLETED, loss=0.2, reached=1.0)))
+    now[0] = 0.4
+    assert s.save_status(status()) is False and completed() == 0 and s.status_due() == pytest.approx(0.6)
+    held = {"Runtime": {"reason": "QuotaExceeded", "message": "a ResourceQuota refuses trial pods"}}
+    now[0] = 0.5
+    assert s.save_status(status(holds=held)) is True and completed() == 1   # a condition: at once
+    s.save(trial(1))
+    now[0] = 1.2
+    assert s.save_status(status(holds=held)) is False         # progress only, 0.7 s after the last write
+    now[0] = 1.5
+    assert s.save_status(status(holds=held)) is True and s.status_due() == 1.0
+    assert kube.get("studies", "ns", "s")["status"]["trials"]["running"] == 1
+    s.save(trial(1, 0.5, SegmentRecord(1.0, status=SegmentStatus.COMPLETED, loss=0.1, reached=1.0)))
+    now[0] = 1.6
+    assert s.save_status(status(StudyState.SUCCEEDED, held)) is True       # the phase: at once
+    assert kube.get("studies", "ns", "s")["status"]["phase"] == "Succeeded" and completed() == 2
+    assert writes == [0.0, 0.5, 1.5, 1.6]
+
+
+def test_the_controller_steps_again_to_write_a_status_it_put_off_without_waiting_for_news():
+    from rung.controller.study import OperatorConfig, StudyController
+    from rung.kube.informer import ObjectCache
+    from rung.runtime.kubernetes import POD_SELECTOR
+    from test_operator_faults import NS, study_body
+
+    kube, pods, now = FakeKube(random.Random(1), pace=1.0), ObjectCache(), [0.0]
+    kube.subscribe("pods", POD_SELECTOR, pods)
+    body = study_body("r", "random", 3, 1)
+    body["spec"]["budget"] = {"min": 1, "max": 1}
+    kube.request("POST", path("studies", NS), body=body)
+    study = StudyController(kube, pods, OperatorConfig("img:1", "file:///ckpt", (NS,), interval=1.0),
+                            copy.deepcopy(kube.get("studies", NS, "r")), clock=lambda: now[0])
+    study.step()                                              # trial 0 starts; the first status write
+    for _ in range(3):                                        # Pending -> Running -> step 1 -> Succeeded
+        kube.tick()
+        kube.deliver()
+    now[0] = 0.3
+    delay = study.step()                                      # 0 recorded, 1 started, 0.3 s after the write
+    assert kube.get("trials", NS, "r-0")["status"]["phase"] == "Succeeded"
+    assert kube.get("studies", NS, "r")["status"]["trials"]["completed"] == 0   # put off...
+    assert delay == pytest.approx(0.7)                        # ...and due in 0.7 s, not at the next resync
+    now[0] += delay
+    study.step()                                              # nothing new happened: only the status
+    assert kube.get("studies", NS, "r")["status"]["trials"] == {
+        "total": 2, "running": 1, "completed": 1, "failed": 0, "stopped": 0}

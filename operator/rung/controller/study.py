@@ -47,7 +47,8 @@ class OperatorConfig:
     trial_image: str                       # for Studies that leave spec.trial.image out
     checkpoint_root: str                   # for Studies that leave spec.checkpoints.uri out
     namespaces: tuple[str, ...] = ()       # watched namespaces; () means all
-    interval: float = 1.0                  # seconds between steps of a Study that waits on something
+    interval: float = 1.0                  # seconds between steps of a Study that waits on something,
+                                           # and between status writes that only update its progress
     resync: float = 60.0                   # seconds between steps of a quiet Study (a safety net)
     workers: int = 4                       # Studies stepped at once
     checkpoint_secret: str | None = None   # the Secret (in each Study's namespace) for checkpoint_root
@@ -91,8 +92,8 @@ class TellingTrialStore(TrialStore):
     """The Trial records, telling each transition they persist (events.TrialEvents): what a
     load finds is already told; a save tells what changed since."""
 
-    def __init__(self, kube: Kube, study: Study, study_object, pool: Executor | None = None):
-        super().__init__(kube, study, study_object, pool)
+    def __init__(self, kube: Kube, study: Study, study_object, pool: Executor | None = None, **kwargs):
+        super().__init__(kube, study, study_object, pool, **kwargs)
         self.events = TrialEvents(self.namespace, self.name, study.objective.metric, self.sign)
 
     def load(self):
@@ -189,7 +190,8 @@ class StudyController:
         if not more:
             return None
         waiting = self.loop.holds or self.loop.waits   # GPUs another Study frees do not wake this one
-        return self.config.interval if waiting or self.runtime.live_reports else self.config.resync
+        delay = self.config.interval if waiting or self.runtime.live_reports else self.config.resync
+        return min(delay, self.records.status_due()) if self.loop.status_pending else delay
 
     def _configure(self, body: dict) -> bool:
         """Parse the Study's spec (a new generation): build the loop, or update it."""
@@ -206,7 +208,8 @@ class StudyController:
             self._invalid(body, e)
             return False
         if self.loop is None:
-            self.records = TellingTrialStore(self.kube, study, self.study_object, self.pool)
+            self.records = TellingTrialStore(self.kube, study, self.study_object, self.pool,
+                                              status_every=self.config.interval, clock=self.clock)
             self.runtime = KubernetesRuntime(
                 self.kube, self.pods, study.metadata.namespace, study.name,
                 default_image=self.config.trial_image, owner=self.records.trial_owner,

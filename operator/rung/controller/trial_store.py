@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import logging
+import time
 from concurrent.futures import Executor
 from typing import Callable
 
@@ -46,10 +47,15 @@ def now() -> str:
 
 
 class TrialStore(RecordStore):
-    def __init__(self, kube: Kube, study: Study, study_object: Callable[[], dict], pool: Executor | None = None):
+    def __init__(self, kube: Kube, study: Study, study_object: Callable[[], dict], pool: Executor | None = None,
+                 status_every: float = 0.0, clock: Callable[[], float] = time.monotonic):
         """`study_object()` is the newest Study object known (from the watch, or from this
-        store's own status writes); `pool` writes several Trials at once (None: one by one)."""
+        store's own status writes); `pool` writes several Trials at once (None: one by one);
+        a status write that changes only the Study's progress (counts, best, top, elapsed)
+        waits until `status_every` seconds have passed since the last one."""
         self.kube, self.study, self.study_object, self.pool = kube, study, study_object, pool
+        self.status_every, self.clock = status_every, clock
+        self._status_written_at: float | None = None
         self.namespace, self.name = study.metadata.namespace, study.name
         self.sign = 1.0 if study.minimize else -1.0
         self.trials: dict[int, TrialRecord] = {}
@@ -157,7 +163,9 @@ class TrialStore(RecordStore):
     def load_status(self) -> dict:
         return study_status(self.study_object())
 
-    def save_status(self, status: dict) -> None:
+    def save_status(self, status: dict) -> bool:
+        """Write the Study's status; False when only its progress changed and the write waits
+        (status_due() says how long)."""
         standings = self.standings
         phase = STUDY_PHASES[status["state"]]
         counts = {"total": len(standings), **{str(s): standings.counts[s] for s in SegmentStatus}}
@@ -176,13 +184,23 @@ class TrialStore(RecordStore):
             "conditions": study_conditions(old.get("conditions") or [], phase, status.get("reason", ""),
                                            status.get("holds") or {}, status.get("waits", "")),
         }
+        if settled(patch) == settled(old) and self.status_due() > 0:
+            return False
         self.patch_study_status(patch)
+        self._status_written_at = self.clock()
         if phase != old.get("phase"):
             if phase == "Failed":
                 post_event(self.kube, before, "Warning", "StudyFailed", status.get("reason", ""))
             elif phase == "Succeeded" and best is not None:
                 post_event(self.kube, before, "Normal", "StudySucceeded",
                            f"best {self.study.objective.metric} {self.sign * best[2]:g} ({best[0].name})")
+        return True
+
+    def status_due(self) -> float:
+        """Seconds until a status write that changes only the progress may go (0: now)."""
+        if self._status_written_at is None:
+            return 0.0
+        return max(0.0, self._status_written_at + self.status_every - self.clock())
 
     def _pareto_front(self) -> list[dict]:
         """A pass over every trial (multi-objective Studies only)."""
@@ -194,6 +212,13 @@ class TrialStore(RecordStore):
     def patch_study_status(self, patch: dict) -> None:
         self.written_study = self.kube.request("PATCH", path("studies", self.namespace, self.name, "status"),
                                                body={"status": patch}, merge_patch=True)
+
+
+def settled(status: dict) -> tuple:
+    """What of a Study's status is written at once when it changes: its phase, the
+    generation it observed and its conditions (their times aside)."""
+    return (status.get("phase"), status.get("observedGeneration"),
+            [(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in status.get("conditions") or []])
 
 
 def study_conditions(conditions: list[dict], phase: str, reason: str, holds: dict[str, dict],

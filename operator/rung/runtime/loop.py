@@ -103,6 +103,11 @@ class StudyLoop:
     def done(self) -> bool:
         return self.state in (StudyState.SUCCEEDED, StudyState.FAILED)
 
+    @property
+    def status_pending(self) -> bool:
+        """The status changed since it was last written (the store put the write off)."""
+        return self._changed
+
     def step(self) -> bool:
         """One round of poll -> record -> decide -> start. Returns False once the Study is
         over. Any exception leaves the records as they were written so far; the next step
@@ -499,8 +504,7 @@ class StudyLoop:
 
     def _save_status(self) -> None:
         self._flush()
-        self.records.save_status(self.status())
-        self._changed = False
+        self._changed = self.records.save_status(self.status()) is False
 
 
 def retry_failed(records: RecordStore) -> int:
