@@ -14,6 +14,9 @@ Studies, each in its own window), the operator's CPU
 and RSS, API requests per finished segment (the operator's rung_api_requests_total and
 rung_segments_finished_total), the largest Study and Trial objects as the API server
 serves them and how the largest Study grows with its trials, and lost or duplicated work.
+Beside the operator's share it reports the API server's: every client's writes per segment
+by verb and resource (its apiserver_request_total counters) and its CPU over time, since on
+one machine it, not the operator, is what runs out first.
 `--restart-at F` kills the operator (SIGKILL) once F of the trials exist and starts it
 again: the time until the next pod creation is "decisions flow again".
 
@@ -82,6 +85,33 @@ def scrape(port: int) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             out[name.split("{")[0]] += float(value)
     return out
+
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+
+
+def apiserver_writes(kube: Kube) -> dict[str, float]:
+    """The API server's count of write requests so far, by "VERB resource[/subresource]"."""
+    out: dict[str, float] = defaultdict(float)
+    for line in kube.text("/metrics").splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.rindex("}")].split(",")
+                          if "=" in part)
+            labels = {k: v.strip('"') for k, v in labels.items()}
+            if labels.get("verb") in WRITES:
+                sub = labels.get("subresource")
+                out[f"{labels['verb']} {labels.get('resource')}{'/' + sub if sub else ''}"] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def apiserver_pid() -> int | None:
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "kube-apiserver":
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
 
 
 class Operator:
@@ -193,7 +223,14 @@ def plots(out: Path, samples, latency, t0: float) -> None:
     ax.plot([s["t"] for s in samples], [s["running"] for s in samples])
     ax.set_xlabel("s since the first Study was applied")
     ax.set_ylabel("running trial pods")
-    ax.set_title("running trials")
+    ax.set_title("running trials (and the API server's CPU)")
+    cpu = [(b["t"], (b["apiserver_cpu_s"] - a["apiserver_cpu_s"]) / (b["t"] - a["t"]))
+           for a, b in zip(samples[::10], samples[10::10]) if "apiserver_cpu_s" in a and b["t"] > a["t"]]
+    if cpu:
+        right = ax.twinx()
+        right.plot(*zip(*cpu), color="tab:red", linewidth=0.8)
+        right.set_ylabel("kube-apiserver CPU, cores", color="tab:red")
+        right.set_ylim(bottom=0)
     fig.tight_layout()
     fig.savefig(out / "running.png", dpi=110)
     plt.close(fig)
@@ -253,6 +290,8 @@ def main(argv: list[str] | None = None) -> dict:
     samples, sizes, restart, study_of = [], [], {}, {}
     per_study = {name: args.concurrent // args.studies + (i < args.concurrent % args.studies)
                  for i, name in enumerate(names)}
+    apiserver = apiserver_pid()
+    writes_before = apiserver_writes(kube)
     try:
         finisher.start()
         if operator:
@@ -278,6 +317,8 @@ def main(argv: list[str] | None = None) -> dict:
                       "completed": len(finisher.completed), "busy_by_study": dict(by_study)}
             if operator:
                 sample["rss_mb"], sample["cpu_s"] = operator.sample()
+            if apiserver:
+                sample["apiserver_cpu_s"] = proc_sample(apiserver)[1]
             samples.append(sample)
             if now - last_size >= 15:
                 last_size = now
@@ -306,6 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
                       file=sys.stderr, flush=True)
             ended = all(p in ("Succeeded", "Failed") for p in phases) and len(phases) == len(names)
         wall = time.time() - t0
+        writes_after = apiserver_writes(kube)
         counters = operator.counters() if operator else scrape(args.metrics_port)
         study_bytes, trial_bytes = object_sizes(kube, ns)
         result = audit(kube, ns, names, finisher)
@@ -335,6 +377,11 @@ def main(argv: list[str] | None = None) -> dict:
             "cpu_fraction": (samples[-1]["cpu_s"] / wall) if operator and samples else None,
             "api_requests": counters.get("rung_api_requests_total"),
             "requests_per_segment": (counters.get("rung_api_requests_total", 0.0) / segments) if segments else None,
+            "apiserver_writes_per_segment": {k: round((v - writes_before.get(k, 0.0)) / len(finisher.completed), 3)
+                                             for k, v in sorted(writes_after.items(), key=lambda kv: -kv[1])
+                                             if v > writes_before.get(k, 0.0)} if finisher.completed else None,
+            "apiserver_cpu_fraction": ((samples[-1]["apiserver_cpu_s"] - samples[0]["apiserver_cpu_s"])
+                                       / (samples[-1]["t"] - samples[0]["t"])) if apiserver and len(samples) > 1 else None,
             "largest_object_bytes": max(study_bytes, trial_bytes), "largest_study_bytes": study_bytes,
             "largest_trial_bytes": trial_bytes, "study_size_by_trials": sizes,
             "restart": restart or None, "finisher_errors": finisher.errors,
@@ -372,6 +419,9 @@ def table(r: dict) -> None:
         ("operator RSS (max)", f"{r['rss_mb']:.0f} MB" if r["rss_mb"] else "n/a"),
         ("operator CPU (cores, mean)", f"{r['cpu_fraction']:.2f}" if r["cpu_fraction"] is not None else "n/a"),
         ("API requests per segment", f"{r['requests_per_segment']:.2f}" if r["requests_per_segment"] else "n/a"),
+        ("API server: writes per segment, all clients",
+         f"{sum(r['apiserver_writes_per_segment'].values()):.2f}" if r.get("apiserver_writes_per_segment") else "n/a"),
+        ("API server CPU (cores, mean)", f"{r['apiserver_cpu_fraction']:.2f}" if r.get("apiserver_cpu_fraction") else "n/a"),
         ("largest Study / Trial object", f"{r['largest_study_bytes']} / {r['largest_trial_bytes']} bytes"),
         ("lost / duplicated", f"{r['lost']} / {r['duplicated']}"),
         ("Studies' pods left at the end", f"{r['pods_left']}"),
@@ -381,6 +431,11 @@ def table(r: dict) -> None:
     print("| measure | value |\n|---|---|")
     for k, v in rows:
         print(f"| {k} | {v} |")
+    if r.get("apiserver_writes_per_segment"):
+        print("\n| API server writes per segment (all clients) | |\n|---|---:|")
+        for k, v in r["apiserver_writes_per_segment"].items():
+            if v >= 0.01:
+                print(f"| {k} | {v:.2f} |")
 
 
 if __name__ == "__main__":
