@@ -24,6 +24,47 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.cluster)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report shows its namespace as the cluster has it (while it still exists)."""
+    outcome = yield
+    report = outcome.get_result()
+    args = getattr(item, "funcargs", {})
+    if report.when == "call" and report.failed and "namespace" in args and "kubectl" in args:
+        try:
+            report.sections.append(("the cluster when the test failed",
+                                    what_the_cluster_says(args["kubectl"], args["namespace"])))
+        except Exception as e:   # the report matters more than this part of it
+            report.sections.append(("the cluster when the test failed", f"cannot read it: {e}"))
+    if report.when == "call" and report.failed and isinstance(args.get("operator"), Operator):
+        log = args["operator"].log
+        report.sections.append((f"the end of {log}", "\n".join(log.read_text().splitlines()[-40:])))
+
+
+def what_the_cluster_says(kubectl: "Kubectl", namespace: str) -> str:
+    """A failed test's namespace as the API server has it: each Study's phase and conditions,
+    each Trial's last segment and why it ended, each pod's state, and the newest Events."""
+    lines = []
+    for kind in ("studies", "architecturesearches", "trials", "pods"):
+        done = kubectl("get", kind, "-n", namespace, "-o", "json", check=False)
+        items = json.loads(done.stdout)["items"] if done.returncode == 0 else []
+        for obj in items:
+            name, status = obj["metadata"]["name"], obj.get("status") or {}
+            if kind == "trials":
+                seg = (status.get("segments") or [{}])[-1]
+                lines.append(f"trial {name}: {status.get('phase')}, segment {len(status.get('segments') or [])}: "
+                             f"{seg.get('status')} {seg.get('reason', '')}")
+            elif kind == "pods":
+                states = [c.get("state") for c in status.get("containerStatuses") or []]
+                lines.append(f"pod {name}: {status.get('phase')} {json.dumps(states)[:300]}")
+            else:
+                conditions = [(c["type"], c["status"], c.get("reason"), c.get("message", "")[:200])
+                              for c in status.get("conditions") or []]
+                lines.append(f"{kind[:-1]} {name}: {status.get('phase')} {conditions}")
+    events = kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False).stdout
+    return "\n".join(lines + events.splitlines()[-30:])
+
+
 @pytest.fixture(scope="session")
 def kubeconfig():
     """The cluster $KUBECONFIG points at (kind, a cloud cluster: nothing is built), or else
