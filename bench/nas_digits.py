@@ -33,6 +33,8 @@ def arguments():
     p.add_argument("--cells", type=int, default=3)
     p.add_argument("--channels", type=int, default=4, help="search network width")
     p.add_argument("--beta", type=float, default=0.25, help="ASAP temperature factor per epoch")
+    p.add_argument("--arch-lr", type=float, default=None, help="architecture learning rate (default: the search's)")
+    p.add_argument("--warmup", type=int, default=0, help="DARTS epochs that train weights alone first")
     p.add_argument("--eval-epochs", type=int, default=5)
     p.add_argument("--eval-channels", type=int, default=8)
     p.add_argument("--train-seeds", type=int, default=3, help="trainings averaged per genotype")
@@ -44,8 +46,10 @@ def arguments():
 def main():
     args = arguments()
     torch.set_num_threads(1)  # tiny tensors: threads cost more than they give, and runs repeat exactly
-    common = {"epochs": args.epochs, "nodes": args.nodes, "cells": args.cells, "channels": args.channels}
-    settings = {"darts": {**common, "order": args.order}, "asap": {**common, "beta": args.beta}}
+    common = {"epochs": args.epochs, "nodes": args.nodes, "cells": args.cells, "channels": args.channels,
+              **({"arch_lr": args.arch_lr} if args.arch_lr is not None else {})}
+    settings = {"darts": {**common, "order": args.order, "warmup_epochs": args.warmup},
+                "asap": {**common, "beta": args.beta}}
     train = {"epochs": args.eval_epochs, "cells": args.cells, "channels": args.eval_channels}
     rows = []
     for seed in args.seeds:
@@ -78,7 +82,8 @@ def main():
 
 def report(rows, args):
     print(f"\nDigits, seeds {args.seeds}; search {args.cells} cells x {args.nodes} nodes, {args.channels} channels, "
-          f"{args.epochs} epochs (DARTS order {args.order}; ASAP beta {args.beta}, stops at one op per edge); "
+          f"{args.epochs} epochs, arch_lr {args.arch_lr or 'default'} (DARTS order {args.order}, "
+          f"{args.warmup} warm-up epochs; ASAP beta {args.beta}, stops at one op per edge); "
           f"evaluation {args.cells} cells, {args.eval_channels} channels, {args.eval_epochs} epochs from scratch, "
           f"mean of {args.train_seeds} trainings; random: mean of {args.randoms} genotypes.\n")
     print("| seed | method | search s | epochs | ops left | searched test acc | random test acc |")
