@@ -150,6 +150,12 @@ def test_a_result_with_its_curve_ends_the_segment_without_reading_the_log(w):
      Outcome.LOST, "CreateContainerError: context deadline exceeded"),
     (status("Pending", waiting={"reason": "CreateContainerError", "message": "exec: \"nope\": not found"}),
      Outcome.FAILED, "CreateContainerError"),
+    # the kubelet's own watch of a Secret just created had not caught up: it is not the trial's fault
+    (status("Pending", waiting={"reason": "CreateContainerConfigError",
+                                "message": "failed to sync secret cache: timed out waiting for the condition"}),
+     Outcome.LOST, "failed to sync secret cache"),
+    (status("Pending", waiting={"reason": "CreateContainerConfigError", "message": 'secret "s3" not found'}),
+     Outcome.FAILED, 'secret "s3" not found'),
     (status("Failed", term(143), reason="Evicted"), Outcome.LOST, "Evicted"),
     (status("Failed", term(143), conditions=[{"type": "DisruptionTarget", "status": "True"}]), Outcome.LOST,
      "DisruptionTarget"),

@@ -40,9 +40,11 @@ POD_SELECTOR = f"{STUDY_LABEL},!{HANDLED_LABEL}"
 # Waiting reasons that will not go away by themselves: the trial fails with this reason.
 _STUCK = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
           "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
-# Messages of a container runtime that timed out or raced with itself (a loaded node):
-# the attempt is lost and runs again in a new pod, it is not the trial's fault.
-_TRANSIENT = ("context deadline exceeded", "failed to reserve container name", "DeadlineExceeded")
+# Messages of a container runtime that timed out or raced with itself, or of a kubelet whose
+# watch of a Secret or ConfigMap had not caught up yet (a loaded node): the attempt is lost
+# and runs again in a new pod, it is not the trial's fault.
+_TRANSIENT = ("context deadline exceeded", "failed to reserve container name", "DeadlineExceeded",
+              "failed to sync secret cache", "failed to sync configmap cache")
 # Pod-level reasons of an infrastructure loss: the segment restarts, it is not the trial's fault.
 _LOST_REASONS = {"Evicted", "Preempting", "Shutdown", "NodeShutdown", "NodeLost", "Terminated",
                  "UnexpectedAdmissionError", "OutOfcpu", "OutOfmemory"}
