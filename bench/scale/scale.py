@@ -377,9 +377,9 @@ def main(argv: list[str] | None = None) -> dict:
             "cpu_fraction": (samples[-1]["cpu_s"] / wall) if operator and samples else None,
             "api_requests": counters.get("rung_api_requests_total"),
             "requests_per_segment": (counters.get("rung_api_requests_total", 0.0) / segments) if segments else None,
-            "apiserver_writes_per_segment": {k: round((v - writes_before.get(k, 0.0)) / len(finisher.completed), 3)
-                                             for k, v in sorted(writes_after.items(), key=lambda kv: -kv[1])
-                                             if v > writes_before.get(k, 0.0)} if finisher.completed else None,
+            "apiserver_writes_per_segment": {k: round(n / len(finisher.completed), 3) for k, n in sorted(
+                ((k, v - writes_before.get(k, 0.0)) for k, v in writes_after.items()), key=lambda kv: -kv[1])
+                if n > 0} if finisher.completed else None,
             "apiserver_cpu_fraction": ((samples[-1]["apiserver_cpu_s"] - samples[0]["apiserver_cpu_s"])
                                        / (samples[-1]["t"] - samples[0]["t"])) if apiserver and len(samples) > 1 else None,
             "largest_object_bytes": max(study_bytes, trial_bytes), "largest_study_bytes": study_bytes,
