@@ -166,26 +166,27 @@ class TrialStore(RecordStore):
     def save_status(self, status: dict) -> bool:
         """Write the Study's status; False when only its progress changed and the write waits
         (status_due() says how long)."""
-        standings = self.standings
         phase = STUDY_PHASES[status["state"]]
-        counts = {"total": len(standings), **{str(s): standings.counts[s] for s in SegmentStatus}}
-        top = standings.top(TOP_K)
-        best = top[0] if top else None
         before = self.study_object()
         old = before.get("status") or {}
         patch = {
-            "phase": phase, "trials": counts, "elapsed": round(status.get("elapsed", 0.0), 3),
-            "nextIndex": status.get("next_index", 0),
-            "observedGeneration": self.study.metadata.model_extra.get("generation"),
-            "best": None if best is None else {
-                "trial": best[0].name, "value": self.sign * best[2], "budget": best[1], "params": best[0].config},
-            "top": [{"trial": t.name, "value": self.sign * loss, "budget": budget} for t, budget, loss in top],
-            "paretoFront": self._pareto_front() if self.study.multi_objective else None,
+            "phase": phase, "observedGeneration": self.study.metadata.model_extra.get("generation"),
             "conditions": study_conditions(old.get("conditions") or [], phase, status.get("reason", ""),
                                            status.get("holds") or {}, status.get("waits", "")),
         }
         if settled(patch) == settled(old) and self.status_due() > 0:
-            return False
+            return False   # decided first: the progress below (top k, a Pareto front) costs a pass over trials
+        standings = self.standings
+        top = standings.top(TOP_K)
+        best = top[0] if top else None
+        patch.update({
+            "trials": {"total": len(standings), **{str(s): standings.counts[s] for s in SegmentStatus}},
+            "elapsed": round(status.get("elapsed", 0.0), 3), "nextIndex": status.get("next_index", 0),
+            "best": None if best is None else {
+                "trial": best[0].name, "value": self.sign * best[2], "budget": best[1], "params": best[0].config},
+            "top": [{"trial": t.name, "value": self.sign * loss, "budget": budget} for t, budget, loss in top],
+            "paretoFront": self._pareto_front() if self.study.multi_objective else None,
+        })
         self.patch_study_status(patch)
         self._status_written_at = self.clock()
         if phase != old.get("phase"):
