@@ -38,6 +38,8 @@ import urllib.request
 from collections import defaultdict, deque
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from rung.kube.api import Kube, api_client, path
 from rung.kube.informer import STUDY_LABEL
 
@@ -73,6 +75,12 @@ def proc_sample(pid: int) -> tuple[float, float]:
     return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def samples(text: str):
+    """(name, labels, value) of each sample in Prometheus text."""
+    return ((sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(text) for sample in family.samples)
+
+
 def scrape(port: int) -> dict[str, float]:
     """Sum of each rung_* counter of the operator's metrics endpoint (0 when unreachable)."""
     out: dict[str, float] = defaultdict(float)
@@ -80,10 +88,9 @@ def scrape(port: int) -> dict[str, float]:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     except OSError:
         return out
-    for line in text.splitlines():
-        if line.startswith("rung_") and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name.split("{")[0]] += float(value)
+    for name, _, value in samples(text):
+        if name.startswith("rung_"):
+            out[name] += value
     return out
 
 
@@ -93,14 +100,10 @@ WRITES = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
 def apiserver_writes(kube: Kube) -> dict[str, float]:
     """The API server's count of write requests so far, by "VERB resource[/subresource]"."""
     out: dict[str, float] = defaultdict(float)
-    for line in kube.text("/metrics").splitlines():
-        if line.startswith("apiserver_request_total{"):
-            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.rindex("}")].split(",")
-                          if "=" in part)
-            labels = {k: v.strip('"') for k, v in labels.items()}
-            if labels.get("verb") in WRITES:
-                sub = labels.get("subresource")
-                out[f"{labels['verb']} {labels.get('resource')}{'/' + sub if sub else ''}"] += float(line.rsplit(" ", 1)[1])
+    for name, labels, value in samples(kube.text("/metrics")):
+        if name == "apiserver_request_total" and labels.get("verb") in WRITES:
+            sub = labels.get("subresource")
+            out[f"{labels['verb']} {labels.get('resource')}{'/' + sub if sub else ''}"] += value
     return out
 
 
