@@ -43,6 +43,13 @@ def arguments():
     return p.parse_args()
 
 
+def accuracy(genotype, data, seed: int, trainings: int, train: dict) -> float:
+    """Test accuracy of `genotype` trained from scratch (`train`: epochs, cells, channels),
+    the mean of `trainings` trainings seeded from `seed`."""
+    return statistics.mean(evaluate(genotype, data, seed=100 * seed + k, **train)["test_accuracy"]
+                           for k in range(trainings))
+
+
 def main():
     args = arguments()
     torch.set_num_threads(1)  # tiny tensors: threads cost more than they give, and runs repeat exactly
@@ -55,18 +62,15 @@ def main():
     for seed in args.seeds:
         data = load_data("digits", seed)
         ops = resolve_settings("darts", settings["darts"])["ops"]
-        def accuracy(genotype):
-            return statistics.mean(evaluate(genotype, data, seed=100 * seed + k, **train)["test_accuracy"]
-                                   for k in range(args.train_seeds))
-        baseline = statistics.mean(accuracy(random_genotype(ops, args.nodes, seed=1000 * (seed + 1) + r))
-                                   for r in range(args.randoms))
+        baseline = statistics.mean(accuracy(random_genotype(ops, args.nodes, seed=1000 * (seed + 1) + r),
+                                            data, seed, args.train_seeds, train) for r in range(args.randoms))
         for method in ("darts", "asap"):
             search = Search(method, settings[method], seed, data=data)
             start = time.perf_counter()
             search.run()
             seconds = time.perf_counter() - start
             genotype = search.genotype()
-            searched = accuracy(genotype)
+            searched = accuracy(genotype, data, seed, args.train_seeds, train)
             rows.append({"seed": seed, "method": method, "search_s": seconds, "epochs": search.epoch,
                          "ops_left": sum(sum(v) for v in search.history()[-1]["ops_left"].values()),
                          "searched_acc": searched, "random_acc": baseline,

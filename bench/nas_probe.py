@@ -10,22 +10,17 @@ averaged over 3 trainings), or fixed cells (every edge one op) against random on
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import time
 
 import torch
 
-from rung.nas import Search, evaluate, load_data, random_genotype, resolve_settings
+from nas_digits import accuracy
+from rung.nas import Search, load_data, random_genotype, resolve_settings
 
 NODES = 3
 TRAIN = {"epochs": 5, "cells": 3, "channels": 8}   # as bench/nas_digits.py evaluates
 PARAMETER_FREE = ("avg_pool_3x3", "max_pool_3x3", "skip_connect")
-
-
-def accuracy(genotype, data, seed, trainings):
-    return statistics.mean(evaluate(genotype, data, seed=100 * seed + k, **TRAIN)["test_accuracy"]
-                           for k in range(trainings))
 
 
 def search(method, seed, settings):
@@ -38,7 +33,7 @@ def search(method, seed, settings):
     print(json.dumps({"method": method, "seed": seed, "settings": settings,
                       "search_s": round(time.perf_counter() - start, 1), "epochs": s.epoch,
                       "parameter_free": f"{sum(o in PARAMETER_FREE for o in ops)}/{len(ops)}",
-                      "acc": round(accuracy(g, data, seed, 3), 4), "genotype": g}), flush=True)
+                      "acc": round(accuracy(g, data, seed, 3, TRAIN), 4), "genotype": g}), flush=True)
 
 
 def cells():
@@ -52,7 +47,7 @@ def cells():
     for seed in (0, 1):
         data = load_data("digits", seed)
         for name, g in candidates.items():
-            print(seed, name, round(accuracy(g, data, seed, 2), 4), flush=True)
+            print(seed, name, round(accuracy(g, data, seed, 2, TRAIN), 4), flush=True)
 
 
 if __name__ == "__main__":
