@@ -29,14 +29,16 @@ def pytest_runtest_makereport(item, call):
     """A failed test's report shows its namespace as the cluster has it (while it still exists)."""
     outcome = yield
     report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
     args = getattr(item, "funcargs", {})
-    if report.when == "call" and report.failed and "namespace" in args and "kubectl" in args:
+    if "namespace" in args and "kubectl" in args:
         try:
             report.sections.append(("the cluster when the test failed",
                                     what_the_cluster_says(args["kubectl"], args["namespace"])))
         except Exception as e:   # the report matters more than this part of it
             report.sections.append(("the cluster when the test failed", f"cannot read it: {e}"))
-    if report.when == "call" and report.failed and isinstance(args.get("operator"), Operator):
+    if isinstance(args.get("operator"), Operator):
         log = args["operator"].log
         report.sections.append((f"the end of {log}", "\n".join(log.read_text().splitlines()[-40:])))
 
