@@ -75,8 +75,13 @@ class Monitor:
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
     def trials(self) -> list[dict]:
-        return self.custom.list_namespaced_custom_object(
+        """The Study's Trials now; every name and uid a list shows is recorded, so that a Trial a
+        fault deletes less than a sample after it was created still counts as created."""
+        trials = self.custom.list_namespaced_custom_object(
             "rung.dev", "v1alpha1", self.ns, "trials", label_selector=f"rung.dev/study={self.study}")["items"]
+        for t in trials:
+            self.uids[t["metadata"]["name"]].add(t["metadata"]["uid"])
+        return trials
 
     def _run(self) -> None:
         last = time.monotonic()
@@ -95,7 +100,6 @@ class Monitor:
             if holding:
                 self.held[held["reason"]] += 1
             for t in trials:
-                self.uids[t["metadata"]["name"]].add(t["metadata"]["uid"])
                 if (t.get("status") or {}).get("phase") == "Running" and not holding:
                     run = run_name(t)
                     self.podless[run] = 0.0 if run in pods else self.podless.get(run, 0.0) + dt
