@@ -381,7 +381,8 @@ class KubernetesRuntime(Runtime):
         if self._handled is None:
             try:
                 pods, _ = self.kube.list_all(path("pods", self.namespace),
-                                             {"labelSelector": f"{STUDY_LABEL}={self.study},{HANDLED_LABEL}"})
+                                             {"labelSelector": f"{STUDY_LABEL}={self.study},{HANDLED_LABEL}"},
+                                             metadata_only=True)
             except Exception as e:
                 log.warning("cannot list the handled pods of study %s (retried): %s", self.study, message_of(e))
                 return
