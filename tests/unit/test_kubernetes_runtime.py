@@ -3,7 +3,6 @@ is in tests/operator)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -314,26 +313,22 @@ class FailsOnce:
         return self.kube.request(method, url, **kw)
 
 
-def finished_and_released(w, runtime, trials):
-    """Each trial's first pod started, succeeded, and released by the loop."""
-    done = status("Succeeded", term(0, json.dumps({"step": 3, "metrics": {"loss": 0.1}})))
-    for t in trials:
-        runtime.start(spec(trial=t))
-    w.kube.deliver()
-    for t in trials:
-        w.set(f"{t}-s0", done)
-    assert len(w.poll(runtime)) == len(trials)
-    runtime.release_all([f"{t}-s0" for t in trials])
-
-
-def pods_kept(w):
-    return sorted(n for (kind, _, n), pod in w.kube.objects.items()
-                  if kind == "pods" and not pod["metadata"].get("deletionTimestamp"))
-
-
 def test_a_study_keeps_its_newest_finished_pods_and_deletes_older_ones_also_those_an_earlier_operator_left(w):
-    finish = functools.partial(finished_and_released, w)
-    kept = functools.partial(pods_kept, w)
+    done = status("Succeeded", term(0, json.dumps({"step": 3, "metrics": {"loss": 0.1}})))
+
+    def finish(runtime, trials):
+        for t in trials:
+            runtime.start(spec(trial=t))
+        w.kube.deliver()
+        for t in trials:
+            w.set(f"{t}-s0", done)
+        assert len(w.poll(runtime)) == len(trials)
+        runtime.release_all([f"{t}-s0" for t in trials])
+
+    def kept():
+        return sorted(n for (kind, _, n), pod in w.kube.objects.items()
+                      if kind == "pods" and not pod["metadata"].get("deletionTimestamp"))
+
     earlier = w.new_runtime()                         # keeps every pod
     finish(earlier, ["s-0", "s-1", "s-2"])
     w.poll(earlier)
@@ -349,35 +344,3 @@ def test_a_study_keeps_its_newest_finished_pods_and_deletes_older_ones_also_thos
     w.poll(runtime)
     assert kept() == ["s-4-s0", "s-5-s0", "s-9-s0"]
     assert [e.outcome for e in w.poll(runtime)] == [] and runtime.running() == {"s-9-s0"}
-
-
-def test_the_handled_pods_an_earlier_operator_left_are_listed_off_the_steps_path_and_none_is_missed(w):
-    """With a cleanup thread, the listing of handled pods runs there, not in a step; pods
-    labelled while it is on its way, even during its LIST, are trimmed with the rest."""
-    finish = functools.partial(finished_and_released, w)
-    kept = functools.partial(pods_kept, w)
-    queued = []
-
-    class Later:   # the cleanup thread, run by hand
-        def submit(self, fn, *args):
-            queued.append((fn, args))
-
-    finish(w.new_runtime(), ["s-0", "s-1", "s-2"])   # an earlier operator's, all kept
-    runtime = w.new_runtime(keep_finished=2, cleanup=Later())
-    lists = []
-    list_all = w.kube.list_all
-
-    def listing(url, query, metadata_only=False):
-        lists.append(url)
-        out = list_all(url, query, metadata_only)
-        finish(runtime, ["s-5"])                      # labelled after the LIST read the pods
-        return out
-
-    w.kube.list_all = listing
-    finish(runtime, ["s-3"])
-    finish(runtime, ["s-4"])
-    assert lists == [] and queued and kept() == [f"s-{i}-s0" for i in range(5)]   # nothing in the steps
-    while queued:
-        fn, args = queued.pop(0)
-        fn(*args)
-    assert len(lists) == 1 and kept() == ["s-4-s0", "s-5-s0"]

@@ -304,21 +304,20 @@ def test_crash_between_record_and_start_runs_the_trial_once():
     assert started.count("s-2-s0") == 1 and sorted(trials_of(records)) == [0, 1, 2, 3]
 
 
-def test_next_pods_start_in_batches_each_recorded_first_and_ended_ones_are_released_last():
-    """The path from ended segments to their successors: the new trials are recorded and
-    started in batches (the first pods do not wait for every write), in index order; the
-    ended trials' results are written after that, and only then are their pods released."""
-    st = study(max_trials=200, parallelism=70, bmin=1, bmax=1)
+def test_an_end_is_recorded_with_the_next_decision_and_released_after_the_next_start():
+    """The step from an ended segment to its successor: one write per trial (the end and
+    the new decision together), then the new pod, and only then the ended one released."""
+    st = study(max_trials=3, parallelism=1, bmin=1, bmax=1)
     calls = []
 
     class Records(MemoryRecords):
         def save(self, trial):
-            calls.append(("save", trial.index, trial.current.status))
+            calls.append(("save", trial.name, trial.current.status))
             super().save(trial)
 
     class Runtime(FakeRuntime):
         def start(self, spec):
-            calls.append(("start", spec.index))
+            calls.append(("start", spec.run_name))
             super().start(spec)
 
         def release(self, run):
@@ -326,18 +325,11 @@ def test_next_pods_start_in_batches_each_recorded_first_and_ended_ones_are_relea
             super().release(run)
 
     loop = make_loop(st, Runtime(), Records())
-    loop.step()                  # 70 trials start
-    kinds = "".join(c[0][1] for c in calls)
-    assert kinds == "a" * 32 + "t" * 32 + "a" * 32 + "t" * 32 + "a" * 6 + "t" * 6
-    assert [c[1] for c in calls if c[0] == "start"] == list(range(70))
+    loop.step()                  # s-0 starts
     calls.clear()
-    loop.step()                  # all 70 end at budget 1; 70 new trials take their places
-    saves = [c for c in calls if c[0] == "save"]
-    assert saves[:32] == [("save", i, "running") for i in range(70, 102)]
-    assert calls[32] == ("start", 70)
-    first_release = calls.index(next(c for c in calls if c[0] == "release"))
-    assert {c[1] for c in calls[:first_release] if c[0] == "save" and c[2] == "completed"} == set(range(70))
-    assert [c[0] for c in calls[first_release:]] == ["release"] * 70
+    loop.step()                  # s-0 ends at budget 1; s-1 takes its place
+    assert calls == [("save", "s-0", "completed"), ("save", "s-1", "running"),
+                     ("start", "s-1-s0"), ("release", "s-0-s0")]
     assert drive(loop) == SUCCEEDED
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections import deque
 from concurrent.futures import Executor
@@ -99,8 +98,6 @@ class KubernetesRuntime(Runtime):
         self._unstartable: dict[str, Ended] = {}  # the API refused the pod itself (invalid)
         self._released: dict[str, bool] = {}      # recorded by the loop -> labelled handled yet
         self._handled: deque[str] | None = None   # handled pods kept, oldest first (None: not listed yet)
-        self._handled_early: list[str] = []       # labelled handled before that listing was in
-        self._handled_lock = threading.Lock()
         self._stopping: set[str] = set()
         self._refused: Refused | None = None      # the last refusal, and when to try again
         self._retry_at, self._backoff = 0.0, 0.0
@@ -195,15 +192,9 @@ class KubernetesRuntime(Runtime):
     def _labelled(self, results: list) -> None:
         for run, error in results:
             self._released[run] = error is None
-            if error is None:
-                with self._handled_lock:
-                    (self._handled_early if self._handled is None else self._handled).append(run)
-        if self.keep_finished is None or (self._handled is not None and len(self._handled) <= self.keep_finished):
-            return
-        if self.cleanup is not None:
-            self.cleanup.submit(self._delete_old_handled)
-        else:
-            self._delete_old_handled()
+            if error is None and self._handled is not None:
+                self._handled.append(run)
+        self._delete_old_handled()
 
     def gone(self, run: str) -> bool:
         if run in self.running():
@@ -384,9 +375,9 @@ class KubernetesRuntime(Runtime):
 
     def _delete_old_handled(self) -> None:
         """Delete the Study's handled pods beyond the newest `keep_finished` (those an
-        earlier operator left are listed once, here: off the step's path where there is a
-        cleanup thread). Ended pods go at once (grace 0), as the pod garbage collector
-        deletes them; a failed delete is tried again later."""
+        earlier operator left are listed once). A failed delete is tried again later."""
+        if self.keep_finished is None:
+            return
         if self._handled is None:
             try:
                 pods, _ = self.kube.list_all(path("pods", self.namespace),
@@ -396,13 +387,17 @@ class KubernetesRuntime(Runtime):
                 log.warning("cannot list the handled pods of study %s (retried): %s", self.study, message_of(e))
                 return
             pods.sort(key=lambda pod: (pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"]))
-            listed = [pod["metadata"]["name"] for pod in pods]
-            seen = set(listed)
-            with self._handled_lock:
-                self._handled = deque(listed + [n for n in self._handled_early if n not in seen])
-                self._handled_early = []
+            self._handled = deque(pod["metadata"]["name"] for pod in pods)
         old = [self._handled.popleft() for _ in range(len(self._handled) - self.keep_finished)]
-        for name in old:
+        if old and self.cleanup is not None:
+            self.cleanup.submit(self._delete_finished, old)
+        elif old:
+            self._delete_finished(old)
+
+    def _delete_finished(self, names: list[str]) -> None:
+        """Ended pods go at once (grace 0), as the pod garbage collector deletes them; a
+        failed one goes back to the front of the queue."""
+        for name in names:
             try:
                 self._delete(name, grace=0)
             except Exception as e:

@@ -44,8 +44,6 @@ class StudyState(enum.StrEnum):
 # (pods refused), or the API itself (set by the operator when a step fails).
 HOLD_STORE, HOLD_RUNTIME, HOLD_API = "CheckpointStore", "Runtime", "Api"
 
-START_BATCH = 32   # segments a step records and then starts at a time
-
 
 class StudyLoop:
     def __init__(self, study: Study, runtime: Runtime, records: RecordStore, *,
@@ -404,18 +402,12 @@ class StudyLoop:
         if not missing:
             self.hold(HOLD_RUNTIME, "", "")
             return
-        # In batches, so that the first pods need not wait for every write (a new Trial is
-        # created one by one): trials already recorded first, new ones in index order.
-        missing.sort(key=lambda spec: spec.index)
+        self._flush()   # recorded first: a restarted loop knows of every attempt it started
         refused = None
-        for i in range(0, len(missing), START_BATCH):
-            batch = missing[i:i + START_BATCH]
-            self._flush([self.trials[spec.index] for spec in batch])   # recorded first: a restarted
-            try:                                                        # loop knows of every attempt it started
-                self.runtime.start_all(batch)
-            except Refused as e:
-                refused = e
-                break
+        try:
+            self.runtime.start_all(missing)
+        except Refused as e:
+            refused = e
         live = self.runtime.running()
         self._fresh.difference_update(s.run_name for s in missing if s.run_name in live)
         self.hold(HOLD_RUNTIME, *((refused.cause, refused.line()) if refused else ("", "")))
@@ -492,13 +484,11 @@ class StudyLoop:
         self._unsaved[trial.index] = trial
         self._changed = True
 
-    def _flush(self, only: list[TrialRecord] | None = None) -> None:
-        """Write the changed records (`only`: those of them)."""
-        trials = list(self._unsaved.values()) if only is None else [t for t in only if t.index in self._unsaved]
-        if trials:
+    def _flush(self) -> None:
+        if self._unsaved:
+            trials = list(self._unsaved.values())
             self.records.save_all(trials)
-            for trial in trials:
-                del self._unsaved[trial.index]
+            self._unsaved = {}
             # Only a recorded trial's number is taken for good: a failed write frees it again.
             self._next_index = max(self._next_index, *(t.index + 1 for t in trials))
 
