@@ -106,12 +106,11 @@ class FakeKube:
         since = (query or {}).get("sinceTime")
         return "".join(f"{stamp} {line}\n" for stamp, line in self.logs.get(name, []) if since is None or stamp >= since)
 
-    def list_all(self, url, query, metadata_only=False):
+    def list_all(self, url, query):
         out = self.request("GET", url, query=query)
-        items = [{"metadata": o["metadata"]} for o in out["items"]] if metadata_only else out["items"]
-        return items, out["metadata"]["resourceVersion"]
+        return out["items"], out["metadata"]["resourceVersion"]
 
-    def watch(self, url, query, metadata_only=False):
+    def watch(self, url, query):
         raise NotImplementedError("tests feed caches with subscribe()")
 
     # ---- test controls ----------------------------------------------------------------

@@ -304,35 +304,6 @@ def test_crash_between_record_and_start_runs_the_trial_once():
     assert started.count("s-2-s0") == 1 and sorted(trials_of(records)) == [0, 1, 2, 3]
 
 
-def test_an_end_is_recorded_with_the_next_decision_and_released_after_the_next_start():
-    """The step from an ended segment to its successor: one write per trial (the end and
-    the new decision together), then the new pod, and only then the ended one released."""
-    st = study(max_trials=3, parallelism=1, bmin=1, bmax=1)
-    calls = []
-
-    class Records(MemoryRecords):
-        def save(self, trial):
-            calls.append(("save", trial.name, trial.current.status))
-            super().save(trial)
-
-    class Runtime(FakeRuntime):
-        def start(self, spec):
-            calls.append(("start", spec.run_name))
-            super().start(spec)
-
-        def release(self, run):
-            calls.append(("release", run))
-            super().release(run)
-
-    loop = make_loop(st, Runtime(), Records())
-    loop.step()                  # s-0 starts
-    calls.clear()
-    loop.step()                  # s-0 ends at budget 1; s-1 takes its place
-    assert calls == [("save", "s-0", "completed"), ("save", "s-1", "running"),
-                     ("start", "s-1-s0"), ("release", "s-0-s0")]
-    assert drive(loop) == SUCCEEDED
-
-
 def test_a_trial_told_to_stop_is_not_restarted():
     st = study("asha-stop", max_trials=3, parallelism=3, reductionFactor=3)
     records = MemoryRecords()

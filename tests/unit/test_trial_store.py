@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 import random
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -182,36 +180,3 @@ def test_the_controller_steps_again_to_write_a_status_it_put_off_without_waiting
     study.step()                                              # nothing new happened: only the status
     assert kube.get("studies", NS, "r")["status"]["trials"] == {
         "total": 2, "running": 1, "completed": 1, "failed": 0, "stopped": 0}
-
-
-def test_new_trials_are_created_in_order_while_the_others_statuses_are_written(kube):
-    """A step's writes: the statuses of existing Trials go at once, not after the new ones'
-    creates (one by one, in index order), and a failed create stops the ones after it."""
-    pool = ThreadPoolExecutor(4)
-    s = TrialStore(kube, parse_study(kube.get("studies", "ns", "s")), lambda: kube.get("studies", "ns", "s"), pool)
-    s.load()
-    s.save(trial(0))
-    written = threading.Event()
-    creates, waited = [], []
-    request = kube.request
-
-    def slow_creates(method, url, **kw):
-        if method == "POST" and url.endswith("/trials"):
-            waited.append(written.wait(2.0))   # the existing Trial's status is written meanwhile
-            creates.append(kw["body"]["metadata"]["name"])
-            if kw["body"]["spec"]["index"] == 3:
-                raise api_error(429, "too many requests")
-        out = request(method, url, **kw)
-        if method == "PATCH" and url.endswith("/s-0/status"):
-            written.set()
-        return out
-
-    kube.request = slow_creates
-    done = trial(0, 0.5, SegmentRecord(1.0, status=SegmentStatus.COMPLETED, loss=0.2, reached=1.0))
-    with pytest.raises(Exception, match="too many"):
-        s.save_all([trial(4), trial(2), done, trial(1), trial(3)])
-    assert waited == [True, True, True]
-    assert creates == ["s-1", "s-2", "s-3"]                  # in order, none after the failure
-    assert kube.get("trials", "ns", "s-0")["status"]["segments"][0]["status"] == "completed"
-    assert [kube.get("trials", "ns", f"s-{i}")["status"]["phase"] for i in (1, 2)] == ["Running", "Running"]
-    assert kube.get("trials", "ns", "s-4") is None

@@ -43,10 +43,10 @@ class Controller:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         namespaces = config.namespaces or (None,)
-        self.informers = [Informer(kube, path(kind, ns), selector, cache, ns, self.stopping, metadata_only)
+        self.informers = [Informer(kube, path(kind, ns), selector, cache, ns, self.stopping)
                           for ns in namespaces
-                          for kind, selector, cache, metadata_only in (("pods", POD_SELECTOR, self.pods, False),
-                                                                       ("trials", STUDY_LABEL, self.trials, True))]
+                          for kind, selector, cache in (("pods", POD_SELECTOR, self.pods),
+                                                        ("trials", STUDY_LABEL, self.trials))]
         self.workers = [threading.Thread(target=self._work, name=f"rung-worker-{i}", daemon=True)
                         for i in range(config.workers)]
 

@@ -108,23 +108,15 @@ class TrialStore(RecordStore):
     def save_all(self, trials: list[TrialRecord]) -> None:
         """Each Trial is its own object: their statuses are written side by side, so the step
         waits for the slowest write instead of their sum; the first failure is raised once
-        all are done. New Trials are created here meanwhile, one by one in index order,
-        stopping at a failure (a trial number is never skipped), each one's status written
-        as soon as it exists."""
+        all are done. New Trials are created first, one by one in index order, stopping at a
+        failure: a trial number is never skipped."""
         if self.pool is None or len(trials) < 2:
             return super().save_all(trials)
-        new = sorted((t for t in trials if t.name not in self.uids), key=lambda t: t.index)
-        futures = [self.pool.submit(self.save, t) for t in trials if t.name in self.uids]
-        failure = None
-        try:
-            for trial in new:
-                self._create(trial)
-                futures.append(self.pool.submit(self.save, trial))
-        except Exception as e:
-            failure = e
-        failures = [e for e in (f.exception() for f in futures) if e]
-        if failure or failures:
-            raise failure or failures[0]
+        for trial in sorted((t for t in trials if t.name not in self.uids), key=lambda t: t.index):
+            self._create(trial)
+        failures = [e for e in (f.exception() for f in [self.pool.submit(self.save, t) for t in trials]) if e]
+        if failures:
+            raise failures[0]
 
     def _create(self, trial: TrialRecord) -> None:
         study = self.study_object()

@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
 GROUP, VERSION = "rung.dev", "v1alpha1"
 TIMEOUT = (5.0, 30.0)   # seconds: connect, read
 WATCH_SECONDS = 240     # a watch ends (and is resumed) this often, so a dead connection shows
-# Asked for with metadata_only: the server sends each object's metadata, not its spec and status.
-METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
-METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 def kubeconfig_file() -> str | None:
@@ -64,19 +61,18 @@ class Kube:
         self.api, self.timeout, self.on_request = api, timeout, on_request
 
     def request(self, method: str, url: str, *, query: dict | None = None, body=None,
-                merge_patch: bool = False, timeout=None, accept: str = "application/json") -> dict:
-        resp = self._call(method, url, query, body, merge_patch, timeout or self.timeout, accept)
+                merge_patch: bool = False, timeout=None) -> dict:
+        resp = self._call(method, url, query, body, merge_patch, timeout or self.timeout)
         data = resp.data
         return json.loads(data) if data else {}
 
     def text(self, url: str, query: dict | None = None) -> str:
         return self._call("GET", url, query, None, False, self.timeout).data.decode("utf-8", "replace")
 
-    def watch(self, url: str, query: dict, metadata_only: bool = False) -> Iterator[dict]:
+    def watch(self, url: str, query: dict) -> Iterator[dict]:
         """Watch events ({"type", "object"}) of a collection, from query's resourceVersion."""
         query = {**query, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": WATCH_SECONDS}
-        resp = self._call("GET", url, query, None, False, (self.timeout[0], WATCH_SECONDS + 30),
-                          METADATA if metadata_only else "application/json")
+        resp = self._call("GET", url, query, None, False, (self.timeout[0], WATCH_SECONDS + 30))
         try:
             for line in iter_resp_lines(resp):
                 if line.strip():
@@ -84,19 +80,19 @@ class Kube:
         finally:
             resp.release_conn()
 
-    def list_all(self, url: str, query: dict, metadata_only: bool = False) -> tuple[list[dict], str]:
+    def list_all(self, url: str, query: dict) -> tuple[list[dict], str]:
         """Every item of a collection (in pages) and the list's resourceVersion."""
         items, query = [], {**query, "limit": 500}
         while True:
-            page = self.request("GET", url, query=query, accept=METADATA_LIST if metadata_only else "application/json")
+            page = self.request("GET", url, query=query)
             items += page.get("items") or []
             more = (page.get("metadata") or {}).get("continue")
             if not more:
                 return items, page["metadata"]["resourceVersion"]
             query["continue"] = more
 
-    def _call(self, method, url, query, body, merge_patch, timeout, accept="application/json"):
-        headers = {"Accept": accept,
+    def _call(self, method, url, query, body, merge_patch, timeout):
+        headers = {"Accept": "application/json",
                    "Content-Type": "application/merge-patch+json" if merge_patch else "application/json"}
         error = None
         try:

@@ -381,8 +381,7 @@ class KubernetesRuntime(Runtime):
         if self._handled is None:
             try:
                 pods, _ = self.kube.list_all(path("pods", self.namespace),
-                                             {"labelSelector": f"{STUDY_LABEL}={self.study},{HANDLED_LABEL}"},
-                                             metadata_only=True)
+                                             {"labelSelector": f"{STUDY_LABEL}={self.study},{HANDLED_LABEL}"})
             except Exception as e:
                 log.warning("cannot list the handled pods of study %s (retried): %s", self.study, message_of(e))
                 return

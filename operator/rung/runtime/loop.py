@@ -116,9 +116,8 @@ class StudyLoop:
             restored = self._stale or self.records.changed()
             if restored:
                 self._restore()
-            ended = []
             if not self.done:
-                ended = self._handle(self.runtime.poll(replay=restored))
+                self._handle(self.runtime.poll(replay=restored))
                 failed = self.failed_trials()
                 if failed > self.study.spec.limits.max_failed_trials:
                     self._fail_study(failed)
@@ -128,11 +127,6 @@ class StudyLoop:
                     self._start_missing()
                     self._end_if_finished()
             self._flush()
-            # Only now, with their ends recorded (or of no use: news of an attempt that is
-            # over, or of a trial that is gone), may the runtime forget the attempts; after
-            # the next pods are started, which need not wait for it.
-            self.runtime.release_all(ended)
-            self._stops_sent.difference_update(ended)
             if self._changed:
                 self._save_status()
         except BaseException:
@@ -211,9 +205,7 @@ class StudyLoop:
                 self._fresh.add(_run_name(trial))
 
     # ---- events -----------------------------------------------------------------------
-    def _handle(self, events) -> list[str]:
-        """Hands reports and ends to the trials; returns the attempts that ended. Their
-        records are written with the step's decisions, in one write per trial."""
+    def _handle(self, events) -> None:
         ended = []
         for event in events:
             trial = self._trial_of(event)
@@ -224,7 +216,11 @@ class StudyLoop:
             if trial is not None:
                 self._on_ended(trial, event)
             ended.append(event.run_name)
-        return ended
+        # Only now, with their ends recorded (or of no use: news of an attempt that is over,
+        # or of a trial that is gone), may the runtime forget the attempts.
+        self._flush()
+        self.runtime.release_all(ended)
+        self._stops_sent.difference_update(ended)
 
     def _trial_of(self, event: Report | Ended) -> TrialRecord | None:
         """The trial an event belongs to, if the event is about the current attempt of its
