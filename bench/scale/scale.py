@@ -18,7 +18,8 @@ Beside the operator's share it reports the API server's: every client's writes p
 by verb and resource (its apiserver_request_total counters) and its CPU over time, since on
 one machine it, not the operator, is what runs out first.
 `--restart-at F` kills the operator (SIGKILL) once F of the trials exist and starts it
-again: the time until the next pod creation is "decisions flow again".
+again: the time until the next pod creation is "decisions flow again"; `--profile-restart
+FILE` samples the new process's threads for 40 s with py-spy, to see where that time goes.
 
 Prints a table; writes bench/scale/out/result.json and PNGs of running trials and of the
 completion-to-successor latency over time.
@@ -258,6 +259,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--jitter", type=float, default=0.5, help="durations vary uniformly by this fraction")
     ap.add_argument("--restart-at", type=float, default=None, help="kill -9 and restart the operator at this "
                                                                    "fraction of trials created")
+    ap.add_argument("--profile-restart", type=Path, default=None, metavar="FILE",
+                    help="record the restarted operator's first 40 s with py-spy (pip install py-spy): "
+                         "speedscope JSON, one profile per thread")
     ap.add_argument("--timeout", type=float, default=7200)
     ap.add_argument("--use-running-operator", action="store_true",
                     help="measure the operator already running in the cluster (no RSS/CPU then)")
@@ -339,6 +343,10 @@ def main(argv: list[str] | None = None) -> dict:
                 restart["pods_before"] = seen
                 restart["restarted_at"] = time.time() - t0
                 operator.start()
+                if args.profile_restart:   # where the new process's first seconds go, thread by thread
+                    subprocess.Popen(["py-spy", "record", "--pid", str(operator.proc.pid), "-d", "40", "-r", "50",
+                                      "--idle", "--threads", "-f", "speedscope", "-o", str(args.profile_restart)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if restart and "first_pod_after" not in restart:
                 after = [t for t, _, _ in finisher.created[restart["pods_before"]:]]
                 if after:
@@ -402,7 +410,10 @@ def main(argv: list[str] | None = None) -> dict:
             operator.stop()
         kwok_proc.terminate()
         kwok_proc.wait()
-        if not args.namespace:
+        if not args.namespace:   # the operator is gone: the Studies' deletion finalizers go by hand
+            for study in kube.request("GET", path("studies", ns))["items"]:
+                kube.request("PATCH", path("studies", ns, study["metadata"]["name"]), merge_patch=True,
+                             body={"metadata": {"finalizers": None}})
             kube.request("DELETE", f"/api/v1/namespaces/{ns}")
         kwok.delete_nodes(kube)
         for name in cordoned:
