@@ -411,8 +411,8 @@ def main(argv: list[str] | None = None) -> dict:
         kwok_proc.terminate()
         kwok_proc.wait()
         if not args.namespace:   # the operator is gone: the Studies' deletion finalizers go by hand
-            for study in kube.request("GET", path("studies", ns))["items"]:
-                kube.request("PATCH", path("studies", ns, study["metadata"]["name"]), merge_patch=True,
+            for obj in kube.request("GET", path("studies", ns))["items"]:
+                kube.request("PATCH", path("studies", ns, obj["metadata"]["name"]), merge_patch=True,
                              body={"metadata": {"finalizers": None}})
             kube.request("DELETE", f"/api/v1/namespaces/{ns}")
         kwok.delete_nodes(kube)

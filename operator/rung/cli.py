@@ -411,6 +411,7 @@ def cmd_operator(args) -> int:
 
         def renew():
             election.keep(lost, stop)
+            lost.set()   # the lease is lost, or a signal came before kopf took the signals over: kopf stops
             metrics.PROBES.unwatch(renewer)   # it ended as it should (stopped, or the lease is lost)
 
         renewer = threading.Thread(target=renew, name="rung-lease-renewer", daemon=True)
@@ -418,7 +419,7 @@ def cmd_operator(args) -> int:
         renewer.start()
         kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=None,
                  memo=kopf.Memo(config=config, stop_flag=lost), stop_flag=lost)
-        if renewer.is_alive():   # still leader, so SIGINT or SIGTERM stopped kopf; so do we
+        if renewer.is_alive() or stop.is_set():   # still leader, so SIGINT or SIGTERM stopped kopf; so do we
             stop.set()
             renewer.join(timeout=10)
             election.release()

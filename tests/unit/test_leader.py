@@ -60,3 +60,48 @@ def test_a_holder_that_cannot_renew_steps_down_before_anyone_can_take_over():
 
     a.keep(lost, Stop())
     assert lost.is_set() and 10 < clock.now <= 15   # stepped down after the deadline, within the lease
+
+
+def test_a_sigterm_before_kopf_takes_the_signals_over_still_stops_the_leader_and_releases_its_lease(
+        monkeypatch, tmp_path):
+    """A rolling update can stop a replica the moment it becomes leader: the signal then
+    reaches the operator's own handler, not kopf's, and must still stop kopf."""
+    import os
+    import signal
+
+    import kopf
+
+    import rung.controller.leader
+    import rung.kube.api
+    from rung.cli import main
+
+    events = []
+
+    class Election:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def acquire(self, stop):
+            return True
+
+        def keep(self, lost, stop):
+            while not stop.wait(0.05):
+                pass
+
+        def release(self):
+            events.append("released")
+
+    def run(stop_flag, **kwargs):   # kopf, before it has put its own signal handlers in
+        os.kill(os.getpid(), signal.SIGTERM)
+        events.append("stopped" if stop_flag.wait(5) else "still running after 5 s")
+
+    monkeypatch.setattr(rung.controller.leader, "LeaderElection", Election)
+    monkeypatch.setattr(rung.kube.api, "api_client", lambda: None)
+    monkeypatch.setattr(kopf, "run", run)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert main(["operator", "--metrics-port", "0", "--checkpoint-root", f"file://{tmp_path}"]) == 0
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert events == ["stopped", "released"]
