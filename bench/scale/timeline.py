@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 IDLE = ("WorkQueue.get", "Controller._work")   # a worker waiting for work, or for the watches to list
 
@@ -34,7 +35,7 @@ def main() -> None:
     ap.add_argument("--until", type=float, default=15.0, help="seconds after the profile's start")
     ap.add_argument("--min", type=float, default=0.05, help="shortest span shown, in seconds")
     args = ap.parse_args()
-    data = json.load(open(args.file))
+    data = json.loads(Path(args.file).read_text())
     for profile in data["profiles"]:
         shown = [(a, b, what) for a, b, what in spans(profile, data["shared"]["frames"])
                  if a < args.until and b - a >= args.min and what and not what.split(" > ")[-1].startswith(IDLE)]

@@ -419,7 +419,7 @@ def cmd_operator(args) -> int:
         renewer.start()
         kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=None,
                  memo=kopf.Memo(config=config, stop_flag=lost), stop_flag=lost)
-        if renewer.is_alive() or stop.is_set():   # still leader, so SIGINT or SIGTERM stopped kopf; so do we
+        if renewer.is_alive() or stop.is_set():   # a signal stopped kopf (through its handler or ours); so do we
             stop.set()
             renewer.join(timeout=10)
             election.release()
