@@ -106,11 +106,12 @@ class FakeKube:
         since = (query or {}).get("sinceTime")
         return "".join(f"{stamp} {line}\n" for stamp, line in self.logs.get(name, []) if since is None or stamp >= since)
 
-    def list_all(self, url, query):
+    def list_all(self, url, query, metadata_only=False):
         out = self.request("GET", url, query=query)
-        return out["items"], out["metadata"]["resourceVersion"]
+        items = [{"metadata": o["metadata"]} for o in out["items"]] if metadata_only else out["items"]
+        return items, out["metadata"]["resourceVersion"]
 
-    def watch(self, url, query):
+    def watch(self, url, query, metadata_only=False):
         raise NotImplementedError("tests feed caches with subscribe()")
 
     # ---- test controls ----------------------------------------------------------------

@@ -3,7 +3,7 @@ client library was imported (test fixtures and tools set it later)."""
 
 import pytest
 
-from rung.kube.api import api_client
+from rung.kube.api import Kube, api_client
 
 pytestmark = pytest.mark.unit
 
@@ -22,3 +22,28 @@ def test_the_client_reads_the_kubeconfig_named_now(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(path))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert api_client().configuration.host == "https://127.0.0.1:16999"
+
+
+class RecordingApi:
+    """An ApiClient stand-in: remembers each call's Accept header, answers an empty list."""
+
+    def __init__(self):
+        self.accepts = []
+
+    def call_api(self, url, method, header_params, **kwargs):
+        self.accepts.append(header_params["Accept"])
+        return type("Response", (), {"data": b'{"items": [], "metadata": {"resourceVersion": "7"}}',
+                                     "release_conn": lambda self: None})()
+
+
+def test_the_operators_trial_watch_asks_the_server_for_metadata_only_and_its_pod_watch_for_whole_pods():
+    from rung.controller.manager import Controller
+    from rung.controller.study import OperatorConfig
+
+    api = RecordingApi()
+    controller = Controller(Kube(api), OperatorConfig(trial_image="t", checkpoint_root="file:///tmp/c"))
+    for informer in controller.informers:
+        informer.kube.list_all(informer.url, {}, informer.metadata_only)
+    accepts = {informer.url: accept for informer, accept in zip(controller.informers, api.accepts)}
+    assert accepts == {"/api/v1/pods": "application/json",
+                       "/apis/rung.dev/v1alpha1/trials": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"}

@@ -43,10 +43,12 @@ class Controller:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         namespaces = config.namespaces or (None,)
-        self.informers = [Informer(kube, path(kind, ns), selector, cache, ns, self.stopping)
-                          for ns in namespaces
-                          for kind, selector, cache in (("pods", POD_SELECTOR, self.pods),
-                                                        ("trials", STUDY_LABEL, self.trials))]
+        # Trials change at every segment's start and end, and a step reads them itself: their
+        # watch needs only names and versions (what changed, and whether the step wrote it).
+        self.informers = [Informer(kube, path("pods", ns), POD_SELECTOR, self.pods, ns, self.stopping)
+                          for ns in namespaces]
+        self.informers += [Informer(kube, path("trials", ns), STUDY_LABEL, self.trials, ns, self.stopping,
+                                    metadata_only=True) for ns in namespaces]
         self.workers = [threading.Thread(target=self._work, name=f"rung-worker-{i}", daemon=True)
                         for i in range(config.workers)]
 

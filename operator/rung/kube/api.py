@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 GROUP, VERSION = "rung.dev", "v1alpha1"
 TIMEOUT = (5.0, 30.0)   # seconds: connect, read
 WATCH_SECONDS = 240     # a watch ends (and is resumed) this often, so a dead connection shows
+JSON = "application/json"
+# What a cache that keeps only metadata asks for: the server sends no spec or status, so
+# there is less to encode, send and decode (a Trial's status is most of its size).
+METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 def kubeconfig_file() -> str | None:
@@ -61,18 +66,20 @@ class Kube:
         self.api, self.timeout, self.on_request = api, timeout, on_request
 
     def request(self, method: str, url: str, *, query: dict | None = None, body=None,
-                merge_patch: bool = False, timeout=None) -> dict:
-        resp = self._call(method, url, query, body, merge_patch, timeout or self.timeout)
+                merge_patch: bool = False, timeout=None, accept: str = JSON) -> dict:
+        resp = self._call(method, url, query, body, merge_patch, timeout or self.timeout, accept)
         data = resp.data
         return json.loads(data) if data else {}
 
     def text(self, url: str, query: dict | None = None) -> str:
         return self._call("GET", url, query, None, False, self.timeout).data.decode("utf-8", "replace")
 
-    def watch(self, url: str, query: dict) -> Iterator[dict]:
-        """Watch events ({"type", "object"}) of a collection, from query's resourceVersion."""
+    def watch(self, url: str, query: dict, metadata_only: bool = False) -> Iterator[dict]:
+        """Watch events ({"type", "object"}) of a collection, from query's resourceVersion;
+        `metadata_only`: each object's metadata alone."""
         query = {**query, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": WATCH_SECONDS}
-        resp = self._call("GET", url, query, None, False, (self.timeout[0], WATCH_SECONDS + 30))
+        resp = self._call("GET", url, query, None, False, (self.timeout[0], WATCH_SECONDS + 30),
+                          METADATA if metadata_only else JSON)
         try:
             for line in iter_resp_lines(resp):
                 if line.strip():
@@ -80,20 +87,20 @@ class Kube:
         finally:
             resp.release_conn()
 
-    def list_all(self, url: str, query: dict) -> tuple[list[dict], str]:
-        """Every item of a collection (in pages) and the list's resourceVersion."""
+    def list_all(self, url: str, query: dict, metadata_only: bool = False) -> tuple[list[dict], str]:
+        """Every item of a collection (in pages) and the list's resourceVersion;
+        `metadata_only`: each item's metadata alone."""
         items, query = [], {**query, "limit": 500}
         while True:
-            page = self.request("GET", url, query=query)
+            page = self.request("GET", url, query=query, accept=METADATA_LIST if metadata_only else JSON)
             items += page.get("items") or []
             more = (page.get("metadata") or {}).get("continue")
             if not more:
                 return items, page["metadata"]["resourceVersion"]
             query["continue"] = more
 
-    def _call(self, method, url, query, body, merge_patch, timeout):
-        headers = {"Accept": "application/json",
-                   "Content-Type": "application/merge-patch+json" if merge_patch else "application/json"}
+    def _call(self, method, url, query, body, merge_patch, timeout, accept=JSON):
+        headers = {"Accept": accept, "Content-Type": "application/merge-patch+json" if merge_patch else JSON}
         error = None
         try:
             return self.api.call_api(url, method, query_params=list((query or {}).items()), header_params=headers,

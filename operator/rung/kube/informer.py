@@ -87,11 +87,14 @@ def metadata_only(obj: dict) -> dict:
 
 
 class Informer:
-    """Keeps `cache` in step with the objects at `url` matching `selector`, in a thread."""
+    """Keeps `cache` in step with the objects at `url` matching `selector`, in a thread.
+    `metadata_only`: the server sends each object's metadata alone (for a cache that keeps
+    no more)."""
 
     def __init__(self, kube: Kube, url: str, selector: str, cache: ObjectCache, namespace: str | None,
-                 stop: threading.Event):
+                 stop: threading.Event, metadata_only: bool = False):
         self.kube, self.url, self.selector, self.cache = kube, url, selector, cache
+        self.metadata_only = metadata_only
         self.namespace, self.stop = namespace, stop
         self.synced = threading.Event()   # set once the first LIST is in the cache
         self.thread = threading.Thread(target=self._run, name=f"informer {url}", daemon=True)
@@ -104,11 +107,12 @@ class Informer:
         while not self.stop.is_set():
             try:
                 if version_ is None:
-                    items, version_ = self.kube.list_all(self.url, {"labelSelector": self.selector})
+                    items, version_ = self.kube.list_all(self.url, {"labelSelector": self.selector},
+                                                         self.metadata_only)
                     self.cache.replace(items, self.namespace)
                     self.synced.set()
-                for event in self.kube.watch(self.url, {"labelSelector": self.selector,
-                                                        "resourceVersion": version_}):
+                for event in self.kube.watch(self.url, {"labelSelector": self.selector, "resourceVersion": version_},
+                                             self.metadata_only):
                     if self.stop.is_set():
                         return
                     kind, obj = event.get("type"), event.get("object") or {}
