@@ -28,7 +28,7 @@ TIMEOUT = (5.0, 30.0)   # seconds: connect, read
 WATCH_SECONDS = 240     # a watch ends (and is resumed) this often, so a dead connection shows
 JSON = "application/json"
 # What a cache that keeps only metadata asks for: the server sends no spec or status, so
-# there is less to encode, send and decode (a Trial's status is most of its size).
+# there is less to encode, send and decode (a Trial's status grows with its segments).
 METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
