@@ -43,6 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rung.kube.api import Kube, api_client, path
 from rung.kube.informer import STUDY_LABEL
+from rung.runtime.kubernetes import POD_SELECTOR
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -336,8 +337,11 @@ def main(argv: list[str] | None = None) -> dict:
                 operator.kill()
                 # Every pod the old process created is on the API server now, though some may
                 # still be on their way through the finisher's watch: the new process's pods
-                # are those not listed here. It starts at once, as a restarted container would.
-                old_pods = {p["metadata"]["name"] for p in kube.list_all(path("pods", ns), {}, metadata_only=True)[0]}
+                # are those not listed here. Handled pods are left out of the list (thousands,
+                # kept for their logs): their creation reached the watch long ago. The new
+                # process starts at once, as a restarted container would.
+                old_pods = {p["metadata"]["name"] for p in kube.list_all(
+                    path("pods", ns), {"labelSelector": POD_SELECTOR}, metadata_only=True)[0]}
                 restart["restarted_at"] = time.time() - t0
                 operator.start()
                 if args.profile_restart:   # where the new process's first seconds go, thread by thread

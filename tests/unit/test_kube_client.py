@@ -25,15 +25,19 @@ def test_the_client_reads_the_kubeconfig_named_now(tmp_path, monkeypatch):
 
 
 class RecordingApi:
-    """An ApiClient stand-in: remembers each call's Accept header, answers an empty list."""
+    """An ApiClient stand-in: remembers each call's URL and Accept header, answers an empty
+    list, and an empty watch that stops the informers (one list and one watch each)."""
 
     def __init__(self):
-        self.accepts = []
+        self.stop, self.calls = None, []   # stop: the operator's stop flag
 
-    def call_api(self, url, method, header_params, **kwargs):
-        self.accepts.append(header_params["Accept"])
+    def call_api(self, url, method, header_params, query_params, **kwargs):
+        watching = ("watch", "true") in query_params
+        self.calls.append((url, "watch" if watching else "list", header_params["Accept"]))
+        if watching:
+            self.stop.set()
         return type("Response", (), {"data": b'{"items": [], "metadata": {"resourceVersion": "7"}}',
-                                     "release_conn": lambda self: None})()
+                                     "stream": lambda self, **kw: iter(()), "release_conn": lambda self: None})()
 
 
 def test_the_operators_trial_watch_asks_the_server_for_metadata_only_and_its_pod_watch_for_whole_pods():
@@ -42,8 +46,12 @@ def test_the_operators_trial_watch_asks_the_server_for_metadata_only_and_its_pod
 
     api = RecordingApi()
     controller = Controller(Kube(api), OperatorConfig(trial_image="t", checkpoint_root="file:///tmp/c"))
-    for informer in controller.informers:
-        informer.kube.list_all(informer.url, {}, informer.metadata_only)
-    accepts = {informer.url: accept for informer, accept in zip(controller.informers, api.accepts)}
-    assert accepts == {"/api/v1/pods": "application/json",
-                       "/apis/rung.dev/v1alpha1/trials": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"}
+    api.stop, api.calls = controller.stopping, []   # the calls from here on: the informers'
+    for informer in controller.informers:   # each one's own list-then-watch, in this thread
+        controller.stopping.clear()
+        informer._run()
+    metadata = "application/json;as=PartialObjectMetadata{};g=meta.k8s.io;v=v1"
+    assert sorted(api.calls) == [("/api/v1/pods", "list", "application/json"),
+                                 ("/api/v1/pods", "watch", "application/json"),
+                                 ("/apis/rung.dev/v1alpha1/trials", "list", metadata.format("List")),
+                                 ("/apis/rung.dev/v1alpha1/trials", "watch", metadata.format(""))]
