@@ -83,16 +83,22 @@ def samples(text: str):
             for family in text_string_to_metric_families(text) for sample in family.samples)
 
 
+BY_LABEL = {"rung_api_requests_total": "method", "rung_reconcile_errors_total": "cause"}
+
+
 def scrape(port: int) -> dict[str, float]:
-    """Sum of each rung_* counter of the operator's metrics endpoint (0 when unreachable)."""
+    """Sum of each rung_* counter of the operator's metrics endpoint (0 when unreachable),
+    and of the API requests by method and failed steps by cause ("name method")."""
     out: dict[str, float] = defaultdict(float)
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     except OSError:
         return out
-    for name, _, value in samples(text):
+    for name, labels, value in samples(text):
         if name.startswith("rung_"):
             out[name] += value
+            if name in BY_LABEL:
+                out[f"{name} {labels.get(BY_LABEL[name])}"] += value
     return out
 
 
@@ -390,6 +396,9 @@ def main(argv: list[str] | None = None) -> dict:
             "cpu_fraction": (samples[-1]["cpu_s"] / wall) if operator and samples else None,
             "api_requests": counters.get("rung_api_requests_total"),
             "requests_per_segment": (counters.get("rung_api_requests_total", 0.0) / segments) if segments else None,
+            "requests_per_segment_by_method": {k.split()[1]: round(v / segments, 3) for k, v in counters.items()
+                                               if k.startswith("rung_api_requests_total ")} if segments else None,
+            "failed_steps": {k.split()[1]: v for k, v in counters.items() if k.startswith("rung_reconcile_errors_total ")},
             "apiserver_writes_per_segment": {k: round(n / len(finisher.completed), 3) for k, n in sorted(
                 ((k, v - writes_before.get(k, 0.0)) for k, v in writes_after.items()), key=lambda kv: -kv[1])
                 if n > 0} if finisher.completed else None,
@@ -434,7 +443,10 @@ def table(r: dict) -> None:
         ("GPUs busy while a Study has new trials to start", f"{r['gpu_busy']:.1%}"),
         ("operator RSS (max)", f"{r['rss_mb']:.0f} MB" if r["rss_mb"] else "n/a"),
         ("operator CPU (cores, mean)", f"{r['cpu_fraction']:.2f}" if r["cpu_fraction"] is not None else "n/a"),
-        ("API requests per segment", f"{r['requests_per_segment']:.2f}" if r["requests_per_segment"] else "n/a"),
+        ("API requests per segment", f"{r['requests_per_segment']:.2f} (" + ", ".join(
+            f"{m} {n:.2f}" for m, n in sorted(r["requests_per_segment_by_method"].items())) + ")"
+         if r["requests_per_segment"] else "n/a"),
+        ("failed steps (by cause)", ", ".join(f"{c} {n:.0f}" for c, n in sorted(r["failed_steps"].items())) or "none"),
         ("API server: writes per segment, all clients",
          f"{sum(r['apiserver_writes_per_segment'].values()):.2f}" if r.get("apiserver_writes_per_segment") else "n/a"),
         ("API server CPU (cores, mean)", f"{r['apiserver_cpu_fraction']:.2f}" if r.get("apiserver_cpu_fraction") else "n/a"),

@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     op.add_argument("--interval", type=float, default=1.0,
                     help="seconds between steps of a Study that waits on something (a hold, live reports), and "
                          "at least between status writes that only update its progress (counts, best)")
-    op.add_argument("--workers", type=_positive, default=4, help="Studies stepped at once (default: %(default)s)")
+    op.add_argument("--workers", type=_positive, default=16, help="Studies stepped at once (default: %(default)s)")
     op.add_argument("--api-concurrency", type=_positive, default=8,
                     help="API calls one Study step makes side by side: Trial writes, pod creations "
                          "(default: %(default)s)")

@@ -24,6 +24,18 @@ def test_the_client_reads_the_kubeconfig_named_now(tmp_path, monkeypatch):
     assert api_client().configuration.host == "https://127.0.0.1:16999"
 
 
+def test_the_operators_client_keeps_a_connection_for_each_of_its_threads(tmp_path, monkeypatch):
+    """Fewer kept connections than threads calling at once: a TLS handshake per extra call."""
+    from rung.controller.study import OperatorConfig
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    config = OperatorConfig("img", "file:///c", workers=16, api_concurrency=8)
+    kept = api_client(config.connections).rest_client.pool_manager.connection_pool_kw["maxsize"]
+    assert kept == config.connections >= 16 + 8 + 2
+
+
 class RecordingApi:
     """An ApiClient stand-in: remembers each call's URL and Accept header, answers an empty
     list, and an empty watch that stops the informers (one list and one watch each)."""

@@ -304,6 +304,33 @@ def test_crash_between_record_and_start_runs_the_trial_once():
     assert started.count("s-2-s0") == 1 and sorted(trials_of(records)) == [0, 1, 2, 3]
 
 
+def test_a_step_writes_ends_and_decisions_in_one_round_and_acknowledges_after_starting():
+    """The path from an ended segment to its successor's pod: one round of record writes
+    (the end and the decision together), then the start; the end is acknowledged (released)
+    only after both."""
+    calls = []
+
+    class Records(MemoryRecords):
+        def save_all(self, trials):
+            calls.append(("save", sorted((t.index, len(t.segments), t.state) for t in trials)))
+            super().save_all(trials)
+
+    class Runtime(FakeRuntime):
+        def start_all(self, specs):
+            calls.append(("start", sorted(s.name for s in specs)))
+            super().start_all(specs)
+
+        def release_all(self, runs):
+            if runs:
+                calls.append(("release", sorted(runs)))
+            super().release_all(runs)
+
+    assert drive(make_loop(study(max_trials=3, parallelism=1, bmax=1), Runtime(), Records())) == SUCCEEDED
+    # trial 0 ends and trial 1 is decided in the same step: one write of both, the start, the release
+    at = calls.index(("release", ["s-0-s0"]))
+    assert calls[at - 2:at] == [("save", [(0, 1, "completed"), (1, 1, "running")]), ("start", ["s-1-s0"])]
+
+
 def test_a_trial_told_to_stop_is_not_restarted():
     st = study("asha-stop", max_trials=3, parallelism=3, reductionFactor=3)
     records = MemoryRecords()

@@ -359,6 +359,10 @@ def test_trial_transitions_one_event_each():
     nxt = transitions(Mark(1, SegmentStatus.COMPLETED, 0), trial(done, SegmentRecord(9.0, resume_from=3.0)),
                       "loss", 1.0)
     assert [t.reason for t in nxt] == ["SegmentStarted"]                 # a promotion
+    both = transitions(running, trial(done, SegmentRecord(9.0, resume_from=3.0)), "loss", 1.0)
+    assert [(t.reason, t.message) for t in both] == [                      # its end and promotion, one write
+        ("SegmentSucceeded", "segment 0: reached 3, loss 0.25"),
+        ("SegmentStarted", "segment 1: to budget 9, resuming from 3")]
 
 
 def test_operator_flags():

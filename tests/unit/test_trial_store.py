@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -83,17 +85,41 @@ def test_trials_of_an_earlier_study_of_the_same_name_are_not_records(kube):
     assert store(kube).load() == []
 
 
+def test_new_trials_are_created_while_the_others_statuses_are_written(kube):
+    """save_all with a pool: a new Trial's create does not wait for the writes of the
+    Trials that exist (a step's results), nor they for it."""
+    s = TrialStore(kube, parse_study(kube.get("studies", "ns", "s")), lambda: kube.get("studies", "ns", "s"),
+                   pool=ThreadPoolExecutor(4))
+    s.load()
+    s.save(trial(0))
+    written, creates = threading.Event(), []
+    request = kube.request
+
+    def traced(method, url, **kw):
+        if method == "POST" and url.endswith("/trials"):
+            creates.append(written.wait(2))   # True: trial 0's result went out meanwhile
+        out = request(method, url, **kw)
+        written.set() if method == "PATCH" and url.endswith("/s-0/status") else None
+        return out
+
+    kube.request = traced
+    s.save_all([trial(0, 0.5, SegmentRecord(1.0, status=SegmentStatus.COMPLETED, loss=0.2, reached=1.0)), trial(1)])
+    assert creates == [True]
+    assert kube.get("trials", "ns", "s-0")["status"]["phase"] == "Succeeded"
+    assert kube.get("trials", "ns", "s-1")["status"]["phase"] == "Running"
+
+
 def test_outside_changes_are_told_from_our_own_writes(kube):
     s = store(kube)
     s.save(trial())
     ours = kube.get("trials", "ns", "s-0")
-    s.trial_changed("MODIFIED", ours)                      # the watch echoes our own write
+    assert s.trial_changed("MODIFIED", ours) is False      # the watch echoes our own write: no step
     assert s.changed() is False
     kube.request("PATCH", path("trials", "ns", "s-0", "status"), merge_patch=True,
                  body={"status": {"phase": "Failed"}})     # someone else writes
-    s.trial_changed("MODIFIED", kube.get("trials", "ns", "s-0"))
+    assert s.trial_changed("MODIFIED", kube.get("trials", "ns", "s-0")) is True
     assert s.changed() is True
-    s.trial_changed("DELETED", ours)                       # kubectl delete trial
+    assert s.trial_changed("DELETED", ours) is True        # kubectl delete trial
     assert s.changed() is True
 
 

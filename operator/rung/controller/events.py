@@ -70,30 +70,37 @@ class Transition:
 
 
 def transitions(before: Mark | None, trial: TrialRecord, metric: str, sign: float) -> list[Transition]:
-    """What happened to a trial between two saved versions of it."""
+    """What happened to a trial between two saved versions of it. One write may carry
+    several: a segment's end and, when the trial is promoted in the same step, the start
+    of its next."""
     now = mark(trial)
     if now is None:
         return []
-    seg, i, out = trial.segments[-1], now.segments - 1, []
-    new = before is None or now.segments > before.segments
-    if new:
-        resumed = "" if seg.resume_from is None else f", resuming from {seg.resume_from:g}"
-        out.append(Transition("Normal", "SegmentStarted", f"segment {i}: to budget {seg.budget:g}{resumed}",
-                              True, None))
-    elif now.restarts > before.restarts:
-        out.append(Transition("Warning", "SegmentRestarted", f"segment {i}: its pod was lost; attempt "
-                              f"{now.restarts} resumes from the last sealed checkpoint", True, "lost"))
-    if now.status != SegmentStatus.RUNNING and (new or before.status == SegmentStatus.RUNNING):
-        if now.status == SegmentStatus.COMPLETED and seg.loss is None:
-            out.append(Transition("Warning", "SegmentDiverged", f"segment {i}: {seg.reason}", False, "diverged"))
-        elif now.status == SegmentStatus.COMPLETED:
-            out.append(Transition("Normal", "SegmentSucceeded", f"segment {i}: reached {seg.reached:g}, "
-                                  f"{metric} {sign * seg.loss:g}", False, "succeeded"))
-        elif now.status == SegmentStatus.FAILED:
-            out.append(Transition("Warning", "SegmentFailed", f"segment {i}: {seg.reason}", False, "failed"))
-        else:
-            out.append(Transition("Normal", "SegmentStopped", f"segment {i}: {seg.reason}", False, "stopped"))
+    first = now.segments - 1 if before is None else before.segments - 1
+    out = []
+    for i in range(first, now.segments):
+        seg, new = trial.segments[i], before is None or i >= before.segments
+        if new:
+            resumed = "" if seg.resume_from is None else f", resuming from {seg.resume_from:g}"
+            out.append(Transition("Normal", "SegmentStarted", f"segment {i}: to budget {seg.budget:g}{resumed}",
+                                  True, None))
+        elif i == now.segments - 1 and now.restarts > before.restarts:
+            out.append(Transition("Warning", "SegmentRestarted", f"segment {i}: its pod was lost; attempt "
+                                  f"{now.restarts} resumes from the last sealed checkpoint", True, "lost"))
+        if seg.status != SegmentStatus.RUNNING and (new or before.status == SegmentStatus.RUNNING):
+            out.append(_ended(i, seg, metric, sign))
     return out
+
+
+def _ended(i: int, seg, metric: str, sign: float) -> Transition:
+    if seg.status == SegmentStatus.COMPLETED and seg.loss is None:
+        return Transition("Warning", "SegmentDiverged", f"segment {i}: {seg.reason}", False, "diverged")
+    if seg.status == SegmentStatus.COMPLETED:
+        return Transition("Normal", "SegmentSucceeded", f"segment {i}: reached {seg.reached:g}, "
+                          f"{metric} {sign * seg.loss:g}", False, "succeeded")
+    if seg.status == SegmentStatus.FAILED:
+        return Transition("Warning", "SegmentFailed", f"segment {i}: {seg.reason}", False, "failed")
+    return Transition("Normal", "SegmentStopped", f"segment {i}: {seg.reason}", False, "stopped")
 
 
 class TrialEvents:

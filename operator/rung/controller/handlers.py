@@ -33,7 +33,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.posting.enabled = False          # our own Events say what happened
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 300
-    memo.controller = Controller(Kube(api_client(), on_request=metrics.api_request), memo.config)
+    memo.controller = Controller(Kube(api_client(memo.config.connections), on_request=metrics.api_request),
+                                 memo.config)
     memo.controller.start()
 
 

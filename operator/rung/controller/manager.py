@@ -122,8 +122,7 @@ class Controller:
 
     def _trial_changed(self, key: Key, kind: str, obj: dict) -> None:
         study = self.studies.get(key)
-        if study is not None:
-            study.trial_changed(kind, obj)
+        if study is not None and study.trial_changed(kind, obj):
             self.queue.add(key)
 
     def _work(self) -> None:

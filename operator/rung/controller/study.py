@@ -50,12 +50,18 @@ class OperatorConfig:
     interval: float = 1.0                  # seconds between steps of a Study that waits on something,
                                            # and between status writes that only update its progress
     resync: float = 60.0                   # seconds between steps of a quiet Study (a safety net)
-    workers: int = 4                       # Studies stepped at once
+    workers: int = 16                      # Studies stepped at once
     checkpoint_secret: str | None = None   # the Secret (in each Study's namespace) for checkpoint_root
     gpu_resource: str = "nvidia.com/gpu"   # the extended resource a trial's GPUs are requested as
     api_concurrency: int = 1               # API calls one step makes side by side (Trial writes, pods)
     keep_finished_pods: int | None = None  # handled pods a Study keeps for their logs (None: all)
     policy: StudyPolicy = StudyPolicy()    # what Studies may ask of the cluster
+
+    @property
+    def connections(self) -> int:
+        """API connections the operator's threads hold at once: its workers, its API pool,
+        its watches (two per namespace), the Event poster and the pod cleanup."""
+        return self.workers + self.api_concurrency + 2 * max(1, len(self.namespaces)) + 2
 
 
 def checkpoint_settings(study: Study, config: OperatorConfig) -> tuple[str, str | None]:
@@ -145,9 +151,9 @@ class StudyController:
         written = self.records.written_study if self.records else None
         return written if written is not None and version(written) > version(body) else body
 
-    def trial_changed(self, event: str, obj: dict) -> None:
-        if self.records is not None:
-            self.records.trial_changed(event, obj)
+    def trial_changed(self, event: str, obj: dict) -> bool:
+        """A Trial of this Study changed; True unless it is the echo of our own write."""
+        return self.records is None or self.records.trial_changed(event, obj)
 
     # ---- stepping -------------------------------------------------------------------
     def step(self) -> float | None:

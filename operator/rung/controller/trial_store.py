@@ -108,13 +108,20 @@ class TrialStore(RecordStore):
     def save_all(self, trials: list[TrialRecord]) -> None:
         """Each Trial is its own object: their statuses are written side by side, so the step
         waits for the slowest write instead of their sum; the first failure is raised once
-        all are done. New Trials are created first, one by one in index order, stopping at a
-        failure: a trial number is never skipped."""
+        all are done. New Trials are created one by one in index order, stopping at a
+        failure (a trial number is never skipped), while the statuses of the others and of
+        those created already are written."""
         if self.pool is None or len(trials) < 2:
             return super().save_all(trials)
-        for trial in sorted((t for t in trials if t.name not in self.uids), key=lambda t: t.index):
-            self._create(trial)
-        failures = [e for e in (f.exception() for f in [self.pool.submit(self.save, t) for t in trials]) if e]
+        futures = [self.pool.submit(self.save, t) for t in trials if t.name in self.uids]
+        failures = []
+        try:
+            for trial in sorted((t for t in trials if t.name not in self.uids), key=lambda t: t.index):
+                self._create(trial)
+                futures.append(self.pool.submit(self.save, trial))
+        except Exception as e:
+            failures.append(e)
+        failures = [e for e in (f.exception() for f in futures) if e] + failures
         if failures:
             raise failures[0]
 
@@ -149,9 +156,13 @@ class TrialStore(RecordStore):
                 outside = True
         return outside
 
-    def trial_changed(self, event: str, obj: dict) -> None:
-        """From the Trial watch (any thread): remember it for changed()."""
-        self.outside.append((event, obj["metadata"]["name"], version(obj)))
+    def trial_changed(self, event: str, obj: dict) -> bool:
+        """From the Trial watch (any thread): remember it for changed(). False when it is
+        the echo of this store's own write (nothing to step for)."""
+        name, rv = obj["metadata"]["name"], version(obj)
+        self.outside.append((event, name, rv))
+        known = self.versions.get(name)
+        return event == "DELETED" or known is None or rv > known
 
     def trial_owner(self, trial_name: str) -> dict | None:
         """The ownerReference a trial's pods carry (its Trial), once the Trial exists."""

@@ -38,13 +38,18 @@ def kubeconfig_file() -> str | None:
     return os.environ.get("KUBECONFIG")
 
 
-def api_client() -> client.ApiClient:
-    """From KUBECONFIG, or the in-cluster ServiceAccount."""
+def api_client(connections: int | None = None) -> client.ApiClient:
+    """From KUBECONFIG, or the in-cluster ServiceAccount. `connections`: how many the
+    client keeps open (at least its threads that call at once; one more is opened and
+    closed again per call, a TLS handshake each time)."""
+    config = client.Configuration()
     try:
-        kube_config.load_incluster_config()
-        return client.ApiClient()
+        kube_config.load_incluster_config(client_configuration=config)
     except kube_config.ConfigException:
-        return kube_config.new_client_from_config(config_file=kubeconfig_file())
+        kube_config.load_kube_config(config_file=kubeconfig_file(), client_configuration=config)
+    if connections:
+        config.connection_pool_maxsize = connections
+    return client.ApiClient(config)
 
 
 def path(kind: str, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:

@@ -116,8 +116,9 @@ class StudyLoop:
             restored = self._stale or self.records.changed()
             if restored:
                 self._restore()
+            ended = []
             if not self.done:
-                self._handle(self.runtime.poll(replay=restored))
+                ended = self._handle(self.runtime.poll(replay=restored))
                 failed = self.failed_trials()
                 if failed > self.study.spec.limits.max_failed_trials:
                     self._fail_study(failed)
@@ -127,6 +128,11 @@ class StudyLoop:
                     self._start_missing()
                     self._end_if_finished()
             self._flush()
+            # Only now, with their ends recorded (or of no use: news of an attempt that is
+            # over, or of a trial that is gone), may the runtime forget the attempts. After
+            # the next segments have started: acknowledging is off the path to them.
+            self.runtime.release_all(ended)
+            self._stops_sent.difference_update(ended)
             if self._changed:
                 self._save_status()
         except BaseException:
@@ -205,7 +211,9 @@ class StudyLoop:
                 self._fresh.add(_run_name(trial))
 
     # ---- events -----------------------------------------------------------------------
-    def _handle(self, events) -> None:
+    def _handle(self, events) -> list[str]:
+        """Take in the reports and ends; returns the attempts that ended. Their results are
+        written with the step's decisions, in one round of writes (_flush)."""
         ended = []
         for event in events:
             trial = self._trial_of(event)
@@ -216,11 +224,7 @@ class StudyLoop:
             if trial is not None:
                 self._on_ended(trial, event)
             ended.append(event.run_name)
-        # Only now, with their ends recorded (or of no use: news of an attempt that is over,
-        # or of a trial that is gone), may the runtime forget the attempts.
-        self._flush()
-        self.runtime.release_all(ended)
-        self._stops_sent.difference_update(ended)
+        return ended
 
     def _trial_of(self, event: Report | Ended) -> TrialRecord | None:
         """The trial an event belongs to, if the event is about the current attempt of its
