@@ -125,6 +125,27 @@ def apiserver_pid() -> int | None:
     return None
 
 
+# The machine's other busy processes (names as /proc/PID/comm has them): on a small machine
+# they compete with the operator and the API server for the same cores.
+CLUSTER_PROCESSES = ("kube-apiserver", "etcd", "kube-scheduler", "kube-controller", "kwok")
+
+
+def machine_cpu() -> dict[str, float]:
+    """CPU seconds so far: the machine's busy time ("machine", all cores) and each of
+    CLUSTER_PROCESSES (summed over processes of that name)."""
+    out: dict[str, float] = defaultdict(float)
+    ticks = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait, *rest = map(int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:])
+    out["machine"] = (user + nice + system + sum(rest[:3])) / ticks
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (name := (proc / "comm").read_text().strip()) in CLUSTER_PROCESSES:
+                out[name] += proc_sample(int(proc.name))[1]
+        except OSError:
+            continue
+    return out
+
+
 class Operator:
     """`rung operator` as a child process, restartable; counters summed over restarts."""
 
@@ -305,6 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_study = {name: args.concurrent // args.studies + (i < args.concurrent % args.studies)
                  for i, name in enumerate(names)}
     apiserver = apiserver_pid()
+    cpu_before = machine_cpu()
     writes_before = apiserver_writes(kube)
     try:
         finisher.start()
@@ -366,6 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
                       file=sys.stderr, flush=True)
             ended = all(p in ("Succeeded", "Failed") for p in phases) and len(phases) == len(names)
         wall = time.time() - t0
+        cpu_after = machine_cpu()
         writes_after = apiserver_writes(kube)
         counters = operator.counters() if operator else scrape(args.metrics_port)
         study_bytes, trial_bytes = object_sizes(kube, ns)
@@ -404,6 +427,8 @@ def main(argv: list[str] | None = None) -> dict:
                 if n > 0} if finisher.completed else None,
             "apiserver_cpu_fraction": ((samples[-1]["apiserver_cpu_s"] - samples[0]["apiserver_cpu_s"])
                                        / (samples[-1]["t"] - samples[0]["t"])) if apiserver and len(samples) > 1 else None,
+            "cores": os.cpu_count(),
+            "cpu_cores_mean": {k: round((cpu_after[k] - cpu_before.get(k, 0.0)) / wall, 3) for k in cpu_after},
             "largest_object_bytes": max(study_bytes, trial_bytes), "largest_study_bytes": study_bytes,
             "largest_trial_bytes": trial_bytes, "study_size_by_trials": sizes,
             "restart": restart or None, "finisher_errors": finisher.errors,
@@ -450,6 +475,9 @@ def table(r: dict) -> None:
         ("API server: writes per segment, all clients",
          f"{sum(r['apiserver_writes_per_segment'].values()):.2f}" if r.get("apiserver_writes_per_segment") else "n/a"),
         ("API server CPU (cores, mean)", f"{r['apiserver_cpu_fraction']:.2f}" if r.get("apiserver_cpu_fraction") else "n/a"),
+        (f"the machine's {r['cores']} cores busy (mean); cluster processes' cores",
+         f"{r['cpu_cores_mean']['machine'] / r['cores']:.0%}; " + ", ".join(
+             f"{k} {v:.2f}" for k, v in r["cpu_cores_mean"].items() if k != "machine")),
         ("largest Study / Trial object", f"{r['largest_study_bytes']} / {r['largest_trial_bytes']} bytes"),
         ("lost / duplicated", f"{r['lost']} / {r['duplicated']}"),
         ("Studies' pods left at the end", f"{r['pods_left']}"),

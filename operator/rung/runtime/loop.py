@@ -1,9 +1,10 @@
 """The Study loop: one scheduler, one runtime, one record store. Shared by `rung run` and
 the Kubernetes operator, which steps it whenever something about the Study changes.
 
-Each step: hand live reports to the scheduler (stopping trials it gives up on), record
-ended segments, fill free slots with new decisions, and make sure the current attempt of
-every running segment exists. The records are the truth and everything else is derived
+Each step: hand live reports to the scheduler (stopping trials it gives up on), take in
+ended segments, fill free slots with new decisions, record the ends and the decisions in
+one round of writes, make sure the current attempt of every running segment exists, and
+release the ended attempts. The records are the truth and everything else is derived
 from them: a decision is recorded before its segment starts; an ended attempt is released
 only after its result is recorded; and when any call fails, the step stops and the next
 one rebuilds the scheduler and the trials from the store. So a crash or a failed write at
