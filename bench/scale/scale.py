@@ -16,7 +16,8 @@ rung_segments_finished_total), the largest Study and Trial objects as the API se
 serves them and how the largest Study grows with its trials, and lost or duplicated work.
 Beside the operator's share it reports the API server's: every client's writes per segment
 by verb and resource (its apiserver_request_total counters) and its CPU over time, since on
-one machine it, not the operator, is what runs out first.
+one machine it, not the operator, is what runs out first; and the mean CPU of each cluster
+process (etcd, scheduler, controller manager, KWOK) and of the whole machine.
 `--restart-at F` kills the operator (SIGKILL) once F of the trials exist and starts it
 again at once: the time until its first pod is "decisions flow again"; `--profile-restart
 FILE` samples the new process's threads for 40 s with py-spy, to see where that time goes.
