@@ -150,8 +150,8 @@ def machine_cpu() -> dict[str, float]:
 class Operator:
     """`rung operator` as a child process, restartable; counters summed over restarts."""
 
-    def __init__(self, ns: str, port: int, log: Path):
-        self.ns, self.port, self.log = ns, port, log
+    def __init__(self, ns: str, port: int, log: Path, extra: list[str]):
+        self.ns, self.port, self.log, self.extra = ns, port, log, extra
         self.proc: subprocess.Popen | None = None
         self.base: dict[str, float] = defaultdict(float)   # counters of processes that ended
         self.cpu_base = 0.0
@@ -166,7 +166,7 @@ class Operator:
             [sys.executable, "-m", "rung.cli", "operator", "--namespace", self.ns, "--lease-namespace", self.ns,
              "--identity", "scale-operator",
              "--metrics-port", str(self.port),
-             "--checkpoint-root", "file:///tmp/rung-scale/checkpoints", "--log-level", "warning"],
+             "--checkpoint-root", "file:///tmp/rung-scale/checkpoints", "--log-level", "warning", *self.extra],
             stdout=self.log.open("a"), stderr=subprocess.STDOUT)
 
     def sample(self) -> tuple[float, float]:
@@ -295,6 +295,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--use-running-operator", action="store_true",
                     help="measure the operator already running in the cluster (no RSS/CPU then)")
     ap.add_argument("--metrics-port", type=int, default=9109)
+    ap.add_argument("--keep-finished-pods", type=int, default=None, metavar="N",
+                    help="the operator's --keep-finished-pods (default: the operator's); KWOK takes in every "
+                         "kept pod again each time its watch is closed (see kwok.start_kwok)")
     ap.add_argument("--namespace", help="an existing namespace to run in (default: a new one, deleted after)")
     ap.add_argument("--out", type=Path, default=HERE / "out")
     args = ap.parse_args(argv)
@@ -320,7 +323,8 @@ def main(argv: list[str] | None = None) -> dict:
     cordoned = kwok.set_schedulable(kube, False)
     kwok.create_nodes(kube, gpus)
     kwok_proc = kwok.start_kwok(kubeconfig, args.out / "kwok.log")
-    operator = None if args.use_running_operator else Operator(ns, args.metrics_port, args.out / "operator.log")
+    operator = None if args.use_running_operator else Operator(ns, args.metrics_port, args.out / "operator.log",
+        [] if args.keep_finished_pods is None else ["--keep-finished-pods", str(args.keep_finished_pods)])
     finisher = kwok.Finisher(kube, args.unit_seconds, BUDGET_MAX, stop, ns, jitter=args.jitter)
     names = {f"s{i}": args.trials // args.studies + (i < args.trials % args.studies) for i in range(args.studies)}
     samples, sizes, restart, study_of = [], [], {}, {}
@@ -411,7 +415,8 @@ def main(argv: list[str] | None = None) -> dict:
         segments = counters.get("rung_segments_finished_total", 0.0)
         result.update({
             "trials_requested": args.trials, "concurrent": args.concurrent, "studies": args.studies, "gpus": gpus,
-            "unit_seconds": args.unit_seconds, "jitter": args.jitter, "wall_s": wall, "phases": phases,
+            "unit_seconds": args.unit_seconds, "jitter": args.jitter, "keep_finished_pods": args.keep_finished_pods,
+            "wall_s": wall, "phases": phases,
             "segments": len(finisher.completed),
             "decisions_per_s": len(finisher.created) / wall,
             "p50_s": quantile(delays, 0.5), "p99_s": quantile(delays, 0.99), "max_s": max(delays, default=float("nan")),
