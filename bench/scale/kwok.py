@@ -117,8 +117,12 @@ class Finisher:
         self.due: list[tuple[float, str, str, dict]] = []       # (when, namespace, name, result)
         self.scheduled: set[tuple[str, str]] = set()
         self.reached: dict[str, float] = {}                     # trial -> budget its last segment reached
-        self.completed: list[tuple[float, tuple[str, str], str]] = []   # (time, study key, pod)
+        # Completions and creations as the pod watch shows them, (time, study key, pod): one
+        # stream, in the API server's order, so a successor never shows before the end it
+        # follows (our PATCH's reply can come after the operator has already acted on it).
+        self.completed: list[tuple[float, tuple[str, str], str]] = []
         self.created: list[tuple[float, tuple[str, str], str]] = []
+        self.finishing: dict[str, tuple[str, float]] = {}        # pod -> (trial, budget) it ends at
         self.running: dict[str, int] = {}                       # pod -> GPUs, while it runs
         self.segments_started: dict[tuple[str, int], int] = {}  # (trial, segment) -> pods that ran it
         self.errors = 0
@@ -136,6 +140,10 @@ class Finisher:
         with self.lock:
             if kind == "ADDED":
                 self.created.append((now, key, name))
+            if status.get("phase") == "Succeeded" and name in self.finishing:
+                trial, budget = self.finishing.pop(name)
+                self.reached[trial] = budget
+                self.completed.append((now, key, name))
             if kind == "DELETED" or status.get("phase") in ("Succeeded", "Failed") or meta.get("deletionTimestamp"):
                 self.running.pop(name, None)
                 return
@@ -162,13 +170,16 @@ class Finisher:
 
     def _run(self) -> None:
         while not self.stop.is_set():
-            with self.lock:
-                ready = []
-                while self.due and self.due[0][0] <= time.time():
-                    ready.append(heapq.heappop(self.due))
-            for when, ns, name, info in ready:
-                self._finish(ns, name, info)
+            self.finish_due()
             self.stop.wait(0.05)
+
+    def finish_due(self) -> None:
+        with self.lock:
+            ready = []
+            while self.due and self.due[0][0] <= time.time():
+                ready.append(heapq.heappop(self.due))
+        for when, ns, name, info in ready:
+            self._finish(ns, name, info)
 
     def _finish(self, ns: str, name: str, info: dict) -> None:
         now = time.time()
@@ -177,12 +188,14 @@ class Finisher:
             "started": False, "state": {"terminated": {
                 "exitCode": 0, "reason": "Completed", "message": json.dumps(info["result"]),
                 "startedAt": stamp(now - 1), "finishedAt": stamp(now)}}}]}
+        with self.lock:
+            self.finishing[name] = (info["trial"], info["budget"])
         try:
             self.kube.request("PATCH", path("pods", ns, name, "status"), body={"status": status}, merge_patch=True)
         except Exception:
             self.errors += 1   # deleted meanwhile (a stopped trial): nothing to finish
+            with self.lock:
+                self.finishing.pop(name, None)
             return
         with self.lock:
-            self.reached[info["trial"]] = info["budget"]
-            self.completed.append((time.time(), info["key"], name))
             self.running.pop(name, None)

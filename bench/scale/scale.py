@@ -8,7 +8,8 @@ trial pod after its simulated duration (--unit-seconds per budget unit, varied b
 +-jitter) with a multi-fidelity Hartmann-6 result.
 
 It measures, from its own watch of the pods: the time from a pod's completion to the
-creation of the pod that takes its slot (per Study, first come first served), the share
+creation of the pod that takes its slot (per Study, first come first served; both as the
+watch shows them, so in the API server's order), the share
 of its GPUs held by its running trial pods while it has new trials to start (summed over
 Studies, each in its own window), the operator's CPU
 and RSS, API requests per finished segment (the operator's rung_api_requests_total and
@@ -84,7 +85,8 @@ def samples(text: str):
             for family in text_string_to_metric_families(text) for sample in family.samples)
 
 
-BY_LABEL = {"rung_api_requests_total": "method", "rung_reconcile_errors_total": "cause"}
+BY_LABEL = {"rung_api_requests_total": "method", "rung_reconcile_errors_total": "cause",
+            "rung_completion_to_next_pod_seconds_bucket": "le"}
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -198,18 +200,19 @@ class Operator:
                 self.proc.kill()
 
 
-def pairs(completed, created) -> list[tuple[float, float, tuple]]:
-    """(completion time, delay, Study key) per completion whose slot a later creation
-    filled: per Study, creations take the oldest completion not yet followed by one."""
-    events = sorted([(t, 0, key) for t, key, _ in completed] + [(t, 1, key) for t, key, _ in created])
+def pairs(completed, created) -> list[tuple[float, float, tuple, str, str]]:
+    """(completion time, delay, Study key, ended pod, next pod) per completion whose slot a
+    later creation filled: per Study, creations take the oldest completion not yet followed
+    by one."""
+    events = sorted([(t, 0, key, pod) for t, key, pod in completed] + [(t, 1, key, pod) for t, key, pod in created])
     waiting: dict = defaultdict(deque)
     out = []
-    for t, kind, key in events:
+    for t, kind, key, pod in events:
         if kind == 0:
-            waiting[key].append(t)
+            waiting[key].append((t, pod))
         elif waiting[key]:
-            began = waiting[key].popleft()
-            out.append((began, t - began, key))
+            began, ended = waiting[key].popleft()
+            out.append((began, t - began, key, ended, pod))
     return out
 
 
@@ -316,6 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
     subprocess.run([kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
                    check=True, capture_output=True)
 
+    wait_for_earlier_runs(kube)
     ns = args.namespace or f"scale-{int(time.time())}"
     if not args.namespace:
         kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
@@ -405,7 +409,9 @@ def main(argv: list[str] | None = None) -> dict:
         for t, key, n in finisher.created:
             if n.endswith("-s0"):
                 last_new[key[1]] = max(last_new[key[1]], t - t0)
-        latency = [(t, d) for t, d, key in pairs(finisher.completed, finisher.created) if t - t0 <= last_new[key[1]]]
+        measured = [(t, d, key[1], ended, pod) for t, d, key, ended, pod in pairs(finisher.completed, finisher.created)
+                    if t - t0 <= last_new[key[1]]]
+        latency = [(t, d) for t, d, *_ in measured]
         delays = [d for _, d in latency]
         held = wanted = 0
         for sample in samples:
@@ -427,6 +433,9 @@ def main(argv: list[str] | None = None) -> dict:
             "requests_per_segment": (counters.get("rung_api_requests_total", 0.0) / segments) if segments else None,
             "requests_per_segment_by_method": {k.split()[1]: round(v / segments, 3) for k, v in counters.items()
                                                if k.startswith("rung_api_requests_total ")} if segments else None,
+            # The operator's own view of the same latency, from its pod watch (cumulative buckets).
+            "operator_next_pod_buckets": {k.split()[1]: v for k, v in counters.items()
+                                          if k.startswith("rung_completion_to_next_pod_seconds_bucket ")},
             "failed_steps": {k.split()[1]: v for k, v in counters.items() if k.startswith("rung_reconcile_errors_total ")},
             "apiserver_writes_per_segment": {k: round(n / len(finisher.completed), 3) for k, n in sorted(
                 ((k, v - writes_before.get(k, 0.0)) for k, v in writes_after.items()), key=lambda kv: -kv[1])
@@ -442,7 +451,8 @@ def main(argv: list[str] | None = None) -> dict:
         if restart.get("first_pod_after") is not None:
             result["restart"]["decisions_again_after_s"] = restart["first_pod_after"] - restart["restarted_at"]
         (args.out / "result.json").write_text(json.dumps(result, indent=1))
-        (args.out / "samples.json").write_text(json.dumps({"samples": samples, "latency": latency}))
+        (args.out / "samples.json").write_text(json.dumps({"samples": samples, "latency": latency,
+                                                           "latency_pods": [m[2:] for m in measured]}))
         plots(args.out, samples, latency, t0)
         table(result)
         return result
@@ -463,6 +473,25 @@ def main(argv: list[str] | None = None) -> dict:
                          merge_patch=True)
 
 
+def wait_for_earlier_runs(kube: Kube, timeout: float = 900) -> None:
+    """An earlier run's namespace still being deleted (thousands of pods and Trials) keeps
+    the API server and KWOK busy: start once it is gone."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        left = [n["metadata"]["name"] for n in kube.request("GET", "/api/v1/namespaces")["items"]
+                if n["metadata"]["name"].startswith("scale-") and (n.get("status") or {}).get("phase") == "Terminating"]
+        if not left:
+            return
+        print(f"waiting for an earlier run's namespace to be deleted: {', '.join(left)}", file=sys.stderr, flush=True)
+        time.sleep(5)
+
+
+def within(buckets: dict[str, float]) -> str:
+    """Shares of the operator's completion-to-next-pod histogram within 1 s and 5 s."""
+    n = buckets.get("+Inf", 0.0)
+    return f"{buckets.get('1.0', 0.0) / n:.1%} / {buckets.get('5.0', 0.0) / n:.1%} of {n:.0f}" if n else "n/a"
+
+
 def table(r: dict) -> None:
     rows = [
         ("trials / Studies / at once / GPUs", f"{r['trials_requested']} / {r['studies']} / {r['concurrent']} / {r['gpus']}"),
@@ -471,6 +500,7 @@ def table(r: dict) -> None:
         ("wall time", f"{r['wall_s']:.0f} s"),
         ("pods created per second", f"{r['decisions_per_s']:.1f}"),
         ("completion -> successor p50 / p99 / max", f"{r['p50_s']:.2f} / {r['p99_s']:.2f} / {r['max_s']:.2f} s"),
+        ("the same by the operator's pod watch, whole run: within 1 s / 5 s", within(r["operator_next_pod_buckets"])),
         ("GPUs busy while a Study has new trials to start", f"{r['gpu_busy']:.1%}"),
         ("operator RSS (max)", f"{r['rss_mb']:.0f} MB" if r["rss_mb"] else "n/a"),
         ("operator CPU (cores, mean)", f"{r['cpu_fraction']:.2f}" if r["cpu_fraction"] is not None else "n/a"),
