@@ -123,6 +123,7 @@ class Finisher:
         self.completed: list[tuple[float, tuple[str, str], str]] = []
         self.created: list[tuple[float, tuple[str, str], str]] = []
         self.finishing: dict[str, tuple[str, float]] = {}        # pod -> (trial, budget) it ends at
+        self.seen: set[str] = set()
         self.running: dict[str, int] = {}                       # pod -> GPUs, while it runs
         self.segments_started: dict[tuple[str, int], int] = {}  # (trial, segment) -> pods that ran it
         self.errors = 0
@@ -138,7 +139,8 @@ class Finisher:
         meta, status, spec = pod["metadata"], pod.get("status") or {}, pod.get("spec") or {}
         name, now = meta["name"], time.time()
         with self.lock:
-            if kind == "ADDED":
+            if kind != "DELETED" and name not in self.seen:   # a relist shows new pods as MODIFIED
+                self.seen.add(name)
                 self.created.append((now, key, name))
             if status.get("phase") == "Succeeded" and name in self.finishing:
                 trial, budget = self.finishing.pop(name)

@@ -62,3 +62,11 @@ def test_each_creation_takes_the_oldest_completion_of_its_study_not_yet_followed
     created = [(0.5, KEY, "first"), (1.5, KEY, "x"), (3.0, other, "y"), (4.0, KEY, "z")]
     assert scale.pairs(completed, created) == [(1.0, 0.5, KEY, "a", "x"), (2.5, 0.5, other, "c", "y"),
                                                (2.0, 2.0, KEY, "b", "z")]
+
+
+def test_a_pod_first_seen_in_a_relist_counts_as_created():
+    finisher = kwok.Finisher(FastOperator(), unit_seconds=0.0, budget_max=27, stop=threading.Event(), namespace="ns")
+    finisher._on_change(KEY, "ADDED", pod("s0-0-s0", "Pending"))
+    finisher._on_change(KEY, "MODIFIED", pod("s0-0-s0", "Running"))
+    finisher._on_change(KEY, "MODIFIED", pod("s0-1-s0", "Pending"))   # created while the watch was down
+    assert [name for _, _, name in finisher.created] == ["s0-0-s0", "s0-1-s0"]
