@@ -105,6 +105,11 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def by_label(counters: dict[str, float], name: str) -> dict[str, float]:
+    """One of BY_LABEL's series out of scrape()'s sums: label value -> count."""
+    return {k.split()[1]: v for k, v in counters.items() if k.startswith(f"{name} ")}
+
+
 WRITES = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
 
 
@@ -431,12 +436,12 @@ def main(argv: list[str] | None = None) -> dict:
             "cpu_fraction": (samples[-1]["cpu_s"] / wall) if operator and samples else None,
             "api_requests": counters.get("rung_api_requests_total"),
             "requests_per_segment": (counters.get("rung_api_requests_total", 0.0) / segments) if segments else None,
-            "requests_per_segment_by_method": {k.split()[1]: round(v / segments, 3) for k, v in counters.items()
-                                               if k.startswith("rung_api_requests_total ")} if segments else None,
+            "requests_per_segment_by_method": {k: round(v / segments, 3) for k, v in
+                                               by_label(counters, "rung_api_requests_total").items()}
+                                              if segments else None,
             # The operator's own view of the same latency, from its pod watch (cumulative buckets).
-            "operator_next_pod_buckets": {k.split()[1]: v for k, v in counters.items()
-                                          if k.startswith("rung_completion_to_next_pod_seconds_bucket ")},
-            "failed_steps": {k.split()[1]: v for k, v in counters.items() if k.startswith("rung_reconcile_errors_total ")},
+            "operator_next_pod_buckets": by_label(counters, "rung_completion_to_next_pod_seconds_bucket"),
+            "failed_steps": by_label(counters, "rung_reconcile_errors_total"),
             "apiserver_writes_per_segment": {k: round(n / len(finisher.completed), 3) for k, n in sorted(
                 ((k, v - writes_before.get(k, 0.0)) for k, v in writes_after.items()), key=lambda kv: -kv[1])
                 if n > 0} if finisher.completed else None,
