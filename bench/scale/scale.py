@@ -367,6 +367,15 @@ def main(argv: list[str] | None = None) -> dict:
                       "completed": len(finisher.completed), "busy_by_study": dict(by_study)}
             if operator:
                 sample["rss_mb"], sample["cpu_s"] = operator.sample()
+                # The operator's own count of completions whose next pod came over 1 s later, so
+                # far: where the bench's pairs and the operator's watch disagree, and when.
+                counters = operator.counters()
+                slow = by_label(counters, "rung_completion_to_next_pod_seconds_bucket")
+                sample["operator_next_pod_over_1s"] = slow.get("+Inf", 0.0) - slow.get("1.0", 0.0)
+                # Its steps so far and their total time: how long a step took, over time.
+                sample["operator_steps"] = counters.get("rung_decision_seconds_count", 0.0)
+                sample["operator_step_s"] = counters.get("rung_decision_seconds_sum", 0.0)
+                sample["operator_requests"] = by_label(counters, "rung_api_requests_total")
             if apiserver:
                 sample["apiserver_cpu_s"] = proc_sample(apiserver)[1]
             samples.append(sample)
@@ -456,7 +465,7 @@ def main(argv: list[str] | None = None) -> dict:
         if restart.get("first_pod_after") is not None:
             result["restart"]["decisions_again_after_s"] = restart["first_pod_after"] - restart["restarted_at"]
         (args.out / "result.json").write_text(json.dumps(result, indent=1))
-        (args.out / "samples.json").write_text(json.dumps({"samples": samples, "latency": latency,
+        (args.out / "samples.json").write_text(json.dumps({"t0": t0, "samples": samples, "latency": latency,
                                                            "latency_pods": [m[2:] for m in measured]}))
         plots(args.out, samples, latency, t0)
         table(result)
