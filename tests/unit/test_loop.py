@@ -285,6 +285,40 @@ def test_restart_mid_study_neither_loses_nor_duplicates_trials():
     assert all(t.state != "running" for t in trials.values())
 
 
+class OneCreateRefused(MemoryRecords):
+    """Writes a step's records side by side, as the operator's store does: trial
+    `refused`'s first create fails while the others of its step go through."""
+
+    def __init__(self, refused):
+        super().__init__()
+        self.refused, self.tripped = refused, False
+
+    def save_all(self, trials):
+        for t in trials:
+            if t.index == self.refused and not self.tripped:
+                self.tripped = True
+                continue
+            self.save(t)
+        if any(t.index == self.refused for t in trials) and self.refused not in self.trials:
+            raise RuntimeError("create refused")
+
+
+@pytest.mark.parametrize("algorithm", ["asha", "hyperband", "random"])
+def test_a_create_that_failed_among_parallel_ones_gives_its_number_again(algorithm):
+    """Trial 1 was never created, trials 2 and 3 were: 1 is not a trial that gave no
+    result but a number still to give, and every number up to maxTrials runs once."""
+    records = OneCreateRefused(1)
+    loop = make_loop(study(algorithm, max_trials=12, parallelism=4, max_failed=0), FakeRuntime(), records)
+    with pytest.raises(RuntimeError):
+        loop.step()
+    assert sorted(records.trials) == [0, 2, 3]
+    assert drive(loop) == SUCCEEDED
+    trials = trials_of(records)
+    assert sorted(trials) == list(range(12))
+    assert all(t.segments[0].status == "completed" for t in trials.values())
+    assert records.status["next_index"] == 12
+
+
 def test_crash_between_record_and_start_runs_the_trial_once():
     st = study(max_trials=4, parallelism=2)
 

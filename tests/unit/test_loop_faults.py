@@ -49,6 +49,21 @@ class FlakyRecords(MemoryRecords):
         self._maybe(lambda: MemoryRecords.save_status(self, status))
 
 
+class SideBySideFlakyRecords(FlakyRecords):
+    """Writes a step's records side by side, as the operator's store does: a failed one
+    does not stop the others (a higher trial number may be created over a lower one)."""
+
+    def save_all(self, trials):
+        failures = []
+        for trial in trials:
+            try:
+                self.save(trial)
+            except Fault as e:
+                failures.append(e)
+        if failures:
+            raise failures[0]
+
+
 class FlakyRuntime(FakeRuntime):
     """Refuses a fraction of starts (quota, throttling) and loses a fraction of attempts."""
 
@@ -78,13 +93,15 @@ class FlakyRuntime(FakeRuntime):
         return super()._end(spec, outcome, code, result, reason)
 
 
-@pytest.mark.parametrize("algorithm,seed", [("asha", 1), ("asha", 2), ("hyperband", 3), ("random", 4),
-                                            ("asha-stop", 5), ("bohb", 6)])
-def test_faults_at_every_point_lose_duplicate_and_strand_nothing(algorithm, seed):
+@pytest.mark.parametrize("algorithm,seed,store", [
+    ("asha", 1, FlakyRecords), ("asha", 2, FlakyRecords), ("hyperband", 3, FlakyRecords), ("random", 4, FlakyRecords),
+    ("asha-stop", 5, FlakyRecords), ("bohb", 6, FlakyRecords),
+    ("asha", 7, SideBySideFlakyRecords), ("hyperband", 8, SideBySideFlakyRecords)])
+def test_faults_at_every_point_lose_duplicate_and_strand_nothing(algorithm, seed, store):
     rng = random.Random(seed)
     st = study(algorithm, max_trials=200, parallelism=4, max_failed=0)
     st.spec.limits.max_preemptions = 100
-    records, runtime = FlakyRecords(rng, 0.2), FlakyRuntime(rng, 0.2)
+    records, runtime = store(rng, 0.2), FlakyRuntime(rng, 0.2)
     loop, faults, crashes = StudyLoop(st, runtime, records), 0, 0
     for steps in range(1, 50_000):
         if rng.random() < 0.01:   # the operator dies; its pods live on

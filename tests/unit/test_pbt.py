@@ -267,6 +267,34 @@ def test_a_restored_scheduler_makes_the_same_next_decisions(seed):
         assert s.finished() and rebuilt.finished()
 
 
+def test_a_copy_whose_create_failed_is_decided_again_under_its_own_number():
+    """Members 0 and 1 are the bottom two: copies 8 and 9 take their places, and only 9 is
+    created. Restored, 0 is still a member waiting to be judged, and its copy is decided
+    again as 8, from the same donor with the same explored config."""
+    s = toy(configs=[cfg(0.1 + 0.05 * i, 10 + i) for i in range(8)])
+    records = {}
+
+    def record(d):
+        rec = records.setdefault(d.trial, TrialRecord(d.trial, f"s-{d.trial}", d.config, parent=d.parent,
+                                                      replaces=d.replaces))
+        rec.segments.append(SegmentRecord(d.budget, d.resume_from))
+
+    for d in (s.ask() for _ in range(8)):
+        record(d)
+    tell_all(s, 2, {t: 0.9 - 0.1 * t for t in range(8)})   # 0 worst, 7 best
+    for t in range(8):
+        seg = records[t].segments[-1]
+        seg.status, seg.reached, seg.loss = SegmentStatus.COMPLETED, 2, 0.9 - 0.1 * t
+    copies = [s.ask(), s.ask()]
+    assert [(d.trial, d.replaces) for d in copies] == [(8, 0), (9, 1)]
+    record(copies[1])
+    rebuilt = toy(configs=[cfg(0.1 + 0.05 * i, 10 + i) for i in range(8)]).restore(
+        sorted(records.values(), key=lambda r: r.index), next_index=8)
+    assert rebuilt.free == {8} and rebuilt.members() == [0, 2, 3, 4, 5, 6, 7, 9]
+    again = rebuilt.ask()
+    assert key(again) == key(copies[0]) and again.config == copies[0].config
+
+
 # ---- lineage -----------------------------------------------------------------------
 
 def seg(budget, resume_from=None, loss=0.1, running=False, curve=()):

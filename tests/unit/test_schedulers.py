@@ -305,6 +305,36 @@ def test_deleted_records_keep_their_numbers_and_never_stall_the_scheduler(cls):
     assert given == list(range(6, 12))                        # 1 and 5 are never given again
 
 
+@pytest.mark.parametrize("cls", [ASHA, Hyperband, SHA, FullBudget])
+def test_numbers_never_recorded_above_the_bound_are_given_again_first(cls):
+    """A step decided 4..9 side by side and the creates of 5 and 8 failed: they never were
+    trials. Restored with the bound at 4, they are given again first, lowest first, each
+    to the budget it was first decided at (8 in Hyperband's first bracket, though 9 opened
+    the second); neither counts as a trial without a result, and every number runs once."""
+    s = make(cls, 1, 9, max_trials=14, seed=2)
+    decided = {d.trial: d for d in (s.ask() for _ in range(10))}
+    assert sorted(decided) == list(range(10))
+    running, log = {t: d.budget for t, d in decided.items()}, []
+    for t in range(2):   # too few results for a promotion yet
+        b = running.pop(t)
+        s.tell(t, b, quadratic(t, s.configs[t], b))
+        log.append((t, b, quadratic(t, s.configs[t], b)))
+    records = [r for r in _records(s, running, log) if r.index not in (5, 8)]
+    rebuilt = make(cls, 1, 9, max_trials=14, seed=2).restore(records, next_index=4)
+    assert rebuilt.free == {5, 8} and not any(o.trial in (5, 8) for o in rebuilt.observations)
+    again = [rebuilt.ask() for _ in range(2)]
+    assert [(d.trial, d.budget, d.config) for d in again] == [(t, decided[t].budget, decided[t].config) for t in (5, 8)]
+    given = []
+    while not rebuilt.finished():
+        d = rebuilt.ask()
+        if d is None:
+            t = min(rebuilt.running)
+            rebuilt.tell(t, rebuilt.running[t], quadratic(t, rebuilt.configs[t], rebuilt.running[t]))
+        elif d.resume_from is None:
+            given.append(d.trial)
+    assert given == [10, 11, 12, 13] and sorted(rebuilt.configs) == list(range(14))
+
+
 @pytest.mark.parametrize("cls", [ASHA, Hyperband, FullBudget, StopASHA])
 def test_a_record_without_segments_runs_again_towards_its_first_budget(cls):
     s = make(cls, 1, 9, max_trials=5, seed=2)

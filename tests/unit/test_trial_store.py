@@ -109,6 +109,29 @@ def test_new_trials_are_created_while_the_others_statuses_are_written(kube):
     assert kube.get("trials", "ns", "s-1")["status"]["phase"] == "Running"
 
 
+def test_new_trials_are_created_side_by_side(kube):
+    """save_all with a pool: a step's new Trials are created at once, not one after the
+    other (a Study's rate of new trials is not bounded by one create's latency); one whose
+    create fails is raised, while the others are written."""
+    s = TrialStore(kube, parse_study(kube.get("studies", "ns", "s")), lambda: kube.get("studies", "ns", "s"),
+                   pool=ThreadPoolExecutor(4))
+    s.load()
+    together = threading.Barrier(3, timeout=2)
+    request = kube.request
+
+    def traced(method, url, **kw):
+        if method == "POST" and url.endswith("/trials"):
+            together.wait()   # breaks unless all three creates are in flight at once
+            if kw["body"]["metadata"]["name"] == "s-1":
+                raise api_error(403, "refused by an admission policy")
+        return request(method, url, **kw)
+
+    kube.request = traced
+    with pytest.raises(Exception, match="admission policy"):
+        s.save_all([trial(0), trial(1), trial(2)])
+    assert sorted(t.index for t in store(kube).load()) == [0, 2]
+
+
 def test_outside_changes_are_told_from_our_own_writes(kube):
     s = store(kube)
     s.save(trial())

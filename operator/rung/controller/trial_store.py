@@ -106,22 +106,14 @@ class TrialStore(RecordStore):
         self._phase[trial.name] = phase
 
     def save_all(self, trials: list[TrialRecord]) -> None:
-        """Each Trial is its own object: their statuses are written side by side, so the step
-        waits for the slowest write instead of their sum; the first failure is raised once
-        all are done. New Trials are created one by one in index order, stopping at a
-        failure (a trial number is never skipped), while the statuses of the others and of
-        those created already are written."""
+        """Each Trial is its own object: they are created and their statuses written side
+        by side, so the step waits for the slowest write instead of their sum; the first
+        failure is raised once all are done. A new Trial whose create fails leaves its
+        number free while higher ones go through (the scheduler gives it again)."""
         if self.pool is None or len(trials) < 2:
             return super().save_all(trials)
-        futures = [self.pool.submit(self.save, t) for t in trials if t.name in self.uids]
-        failures = []
-        try:
-            for trial in sorted((t for t in trials if t.name not in self.uids), key=lambda t: t.index):
-                self._create(trial)
-                futures.append(self.pool.submit(self.save, trial))
-        except Exception as e:
-            failures.append(e)
-        failures = [e for e in (f.exception() for f in futures) if e] + failures
+        futures = [self.pool.submit(self.save, t) for t in trials]
+        failures = [e for e in (f.exception() for f in futures) if e]
         if failures:
             raise failures[0]
 

@@ -79,7 +79,7 @@ class StudyLoop:
         self.state, self.reason = StudyState.RUNNING, ""
         self.holds: dict[str, dict] = {}  # HOLD_* -> {"reason", "message"}: why new work waits
         self._stale = True                # rebuild from the records before the next decision
-        self._next_index = 0              # no trial number below it is ever given again
+        self._next_index = 0              # every trial number below it has (or had) its record
         self._changed = False             # status changed since it was last saved
         self._stops_sent: set[str] = set()   # attempts this loop asked the runtime to stop
         self._store_fault = False            # a trial met a store fault since the gate last looked
@@ -192,9 +192,9 @@ class StudyLoop:
         status = self.records.load_status()
         if self._t0 is None:
             self._t0, self._elapsed_before = self.clock(), float(status.get("elapsed", 0.0))
-        self._next_index = max(self._next_index, int(status.get("next_index", 0)),
-                               max((t.index + 1 for t in records), default=0))
+        self._next_index = max(self._next_index, int(status.get("next_index", 0)))
         self.scheduler = make_scheduler(self.study, self.priors).restore(records, self._next_index)
+        self._next_index = self.scheduler.next_number()
         self.trials = {t.index: t for t in records}
         self._failed = sum(t.state == SegmentStatus.FAILED for t in records)
         self._live = {t.index: t for t in records if t.state == SegmentStatus.RUNNING}
@@ -490,8 +490,9 @@ class StudyLoop:
             trials = list(self._unsaved.values())
             self.records.save_all(trials)
             self._unsaved = {}
-            # Only a recorded trial's number is taken for good: a failed write frees it again.
-            self._next_index = max(self._next_index, *(t.index + 1 for t in trials))
+            # Every decision so far is recorded. A failed write leaves the bound where it
+            # was, so a number whose create failed, under one that went through, is free.
+            self._next_index = self.scheduler.next_number()
 
     def hold(self, source: str, reason: str, message: str) -> None:
         """Hold new work back for `reason` (CamelCase) with a one-line `message`; an empty

@@ -3,8 +3,10 @@
 A scheduler decides which trial runs next and to which budget. It is pure: no I/O, no
 clock. Its whole state follows from the trial records (rung.records) plus the seed, so
 after an operator restart `restore(records)` gives a scheduler that makes the same next
-decisions as the one that was lost. Trials are numbered 0, 1, 2, ... in creation order,
-and a number is never given twice, even when a trial's record was deleted.
+decisions as the one that was lost. Trials are numbered 0, 1, 2, ... in the order they
+are decided, and a number whose trial was recorded is never given again, even when its
+record was deleted. A number decided but never recorded (its create failed while higher
+ones of the same step went through) is free: it is given again, before any new one.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class Scheduler(ABC):
         self.replaced: dict[int, int] = {}    # trial -> the trial that took its place (PBT)
         self.observations: list[Observation] = []
         self.running: dict[int, float] = {}   # trial -> budget its current segment must reach
+        self.free: set[int] = set()           # numbers below the top never recorded: given again first
+        self._top = 0                         # one above the highest number given
 
     # ---- the interface the study loop uses -------------------------------------------
     def ask(self) -> Decision | None:
@@ -103,13 +107,18 @@ class Scheduler(ABC):
     def restore(self, records: Sequence[TrialRecord], next_index: int = 0) -> "Scheduler":
         """Rebuild state from trial records (the durable truth), in trial order.
 
-        Numbers below `next_index` (or below a recorded one) that have no record belong to
-        trials deleted with their records: they stay taken, and count as trials that gave
-        no result. A record without segments is a trial whose first segment was decided
-        but never recorded: it is running again, towards its first budget."""
+        Every number below `next_index` had its trial recorded: one without a record now
+        was deleted with it, stays taken, and counts as a trial that gave no result. A
+        number at or above it without a record, below a recorded one, was never created
+        (its create failed while higher ones went through): it is free. A record without
+        segments is a trial whose first segment was decided but never recorded: it is
+        running again, towards its first budget."""
         by_index = {rec.index: rec for rec in records}
         for index in range(max(next_index, max(by_index, default=-1) + 1)):
             rec = by_index.get(index)
+            if rec is None and index >= next_index:
+                self.free.add(index)
+                continue
             if rec is None:
                 self._register(index, {})
                 self._record(index, self._first_budget(index), FAILED_LOSS)
@@ -131,11 +140,16 @@ class Scheduler(ABC):
     def n_trials(self) -> int:
         return len(self.configs)
 
+    def next_number(self) -> int:
+        """The number of the next new trial: the lowest free one, else one above the top.
+        Once every decision so far is recorded, every number below it has (or had) its trial."""
+        return min(self.free, default=self._top)
+
     def _new_trial(self) -> Decision | None:
         """A fresh configuration from the sampler, if the trial limit allows one."""
         if self.n_trials >= self.max_trials:
             return None
-        index = self.n_trials
+        index = self.next_number()
         config = self.sampler.propose(index, self.observations)
         if config is None:  # the sampler is exhausted (a finished grid)
             self.max_trials = index
@@ -148,6 +162,8 @@ class Scheduler(ABC):
 
     def _register(self, trial: int, config: dict, parent: int | None = None, replaces: int | None = None) -> None:
         self.configs[trial] = config
+        self.free.discard(trial)
+        self._top = max(self._top, trial + 1)
         if parent is not None:
             self.parents[trial] = parent
         if replaces is not None:

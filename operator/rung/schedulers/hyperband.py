@@ -4,7 +4,8 @@ Hyperband (Li et al., 2018) runs brackets s = s_max, ..., 0 in turn; bracket s s
 n = ceil((s_max+1)/(s+1) * eta^s) configurations at budget R*eta^-s and keeps the best
 floor(n eta^-i) of them for rung i. Rung i is filled only once rung i-1 has all its
 members and all have finished, whatever the number of workers. Trials join brackets in
-index order, so the bracket of a trial follows from its index alone. When every open
+index order, so the bracket of a trial follows from its index alone (a number given
+again joins the bracket it was first given in). When every open
 bracket waits for running trials, the next bracket starts, so workers never idle while
 trials remain.
 """
@@ -79,9 +80,10 @@ class Hyperband(Scheduler):
         return bracket
 
     def _bracket_for_new(self, trial: int) -> _Bracket:
+        """The bracket whose range of numbers holds `trial` (a free number lies in an older one)."""
         while not self.brackets or trial >= self.brackets[-1].first + self.brackets[-1].size:
             self._open_bracket()
-        return self.brackets[-1]
+        return next(b for b in reversed(self.brackets) if b.first <= trial)
 
     def _promotion(self) -> Decision | None:
         closed = self.n_trials >= self.max_trials

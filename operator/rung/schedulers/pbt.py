@@ -59,7 +59,7 @@ class PBT(Scheduler):
 
     # ---- decisions ----------------------------------------------------------------------
     def _next(self):
-        if self.n_trials < self.population:
+        if self.next_number() < self.population:
             decision = self._new_trial()
             if decision is not None:
                 return decision
@@ -115,7 +115,7 @@ class PBT(Scheduler):
                   and math.isfinite(loss) and self.latest[m][0] < self.budget_max]
         if not donors:
             return None
-        index = self.n_trials
+        index = self.next_number()
         rng = self.sampler.rng(index, EXPLORE_STREAM)
         parent = donors[int(rng.integers(len(donors)))]
         start = self.latest[parent][0]
