@@ -249,3 +249,44 @@ def test_sigterm_stops_the_leader_and_hands_the_lease_over(kubectl, operator, na
         assert holder() == "op-b", "the Lease was not released: the standby waited it out"
     finally:
         standby.stop()
+
+
+def test_one_trial_create_refused_while_the_others_of_its_step_go_through(kubectl, operator, namespace):
+    """(h) An admission policy refuses the create of trial 1 while trials 0 and 2 of the
+    same step are created: 2 does not wait for 1, and once the policy is gone, number 1
+    is given again (it never was a trial) and every number runs once."""
+    name = f"refuse-faulty-1-{namespace}"
+    policy = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+              "metadata": {"name": name},
+              "spec": {"failurePolicy": "Fail",
+                       "matchConstraints": {"resourceRules": [{"apiGroups": ["rung.dev"], "apiVersions": ["*"],
+                                                               "operations": ["CREATE"], "resources": ["trials"]}]},
+                       "validations": [{"expression": "object.metadata.name != 'faulty-1'",
+                                        "message": "trial faulty-1 is refused (test)", "reason": "Forbidden"}]}}
+    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": {"name": name},
+               "spec": {"policyName": name, "validationActions": ["Deny"],
+                        "matchResources": {"namespaceSelector": {"matchLabels": {
+                            "kubernetes.io/metadata.name": namespace}}}}}
+    probe = yaml.safe_dump({"apiVersion": "rung.dev/v1alpha1", "kind": "Trial",
+                            "metadata": {"name": "faulty-1", "namespace": namespace},
+                            "spec": {"study": "faulty", "index": 1, "params": {"x": 0.5}}})
+
+    def in_force():
+        done = kubectl("create", "--dry-run=server", "-f", "-", input=probe, check=False)
+        return done.returncode != 0 and "refused (test)" in done.stderr
+
+    def fault(monitor):
+        monitor.wait_until(lambda: "faulty-2" in monitor.uids and "faulty-1" not in monitor.uids, 120,
+                           "trial 2 created while trial 1 is refused")
+        kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name)
+        return {"refused": ["faulty-1"]}
+
+    kubectl.apply(yaml.safe_dump_all([policy, binding]))
+    try:
+        kubectl.wait_for(in_force, 60, "the admission policy to be in force")
+        report = run_study(kubectl, namespace, fault)
+    finally:
+        kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, "--ignore-not-found",
+                check=False)
+    assert report["created"] == 12 and report["trials"] == 12   # number 1 given again, once
