@@ -334,6 +334,8 @@ def test_a_study_keeps_its_newest_finished_pods_and_deletes_older_ones_also_thos
     w.poll(earlier)
     assert kept() == ["s-0-s0", "s-1-s0", "s-2-s0"]
     runtime = w.new_runtime(keep_finished=2)          # the operator restarted with a limit
+    calls = w.kube.calls
+    assert w.poll(runtime) == [] and w.kube.calls == calls   # no listing before its first pods
     runtime.start(spec(trial="s-9"))                  # running: never touched
     finish(runtime, ["s-3", "s-4"])
     w.poll(runtime)

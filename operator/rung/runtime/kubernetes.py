@@ -194,7 +194,8 @@ class KubernetesRuntime(Runtime):
             self._released[run] = error is None
             if error is None and self._handled is not None:
                 self._handled.append(run)
-        self._delete_old_handled()
+        if results or self._handled is not None:   # a restarted runtime lists the handled pods at
+            self._delete_old_handled()              # its first release, after its first pods, not before
 
     def gone(self, run: str) -> bool:
         if run in self.running():
