@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="seconds between steps of a Study that waits on something (a hold, live reports), and "
                          "at least between status writes that only update its progress (counts, best)")
     op.add_argument("--workers", type=_positive, default=16, help="Studies stepped at once (default: %(default)s)")
-    op.add_argument("--api-concurrency", type=_positive, default=8,
+    op.add_argument("--api-concurrency", type=_positive, default=32,
                     help="API calls one Study step makes side by side: Trial writes, pod creations "
                          "(default: %(default)s)")
     op.add_argument("--lease-namespace", metavar="NS",
