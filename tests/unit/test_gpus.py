@@ -144,3 +144,49 @@ def test_measured_throughputs_count_each_ended_segment_once_and_fit_as_a_scan_of
     measured.add([b])
     assert measured.measured == {1, 2, 4}
     assert measured.model == Measured.fit([(1, 100.0), (2, 180.0), (4, 300.0)])
+
+
+def test_workers_choosing_at_once_read_the_nodes_once_and_none_waits_on_a_later_read():
+    import threading
+    clock, reads, gate, reading = [0.0], [], threading.Event(), threading.Event()
+
+    def total():
+        reads.append(1)
+        reading.set()
+        gate.wait(5)
+        return 8
+
+    pool = GpuPool(total, refresh=30, clock=lambda: clock[0])
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(pool.total())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert seen == [8] * 8 and len(reads) == 1   # the first read: one thread reads, the others wait for it
+    gate.clear()
+    reading.clear()
+    clock[0] = 31.0                              # due again: one thread reads, the others go on with 8
+    reader = threading.Thread(target=pool.total)
+    reader.start()
+    reading.wait(5)
+    assert pool.total() == 8 and len(reads) == 2
+    gate.set()
+    reader.join(5)
+
+
+def test_shares_are_computed_again_only_when_the_studies_change(monkeypatch):
+    import rung.controller.gpus as gpus
+    computed = []
+    monkeypatch.setattr(gpus, "shares", lambda total, demands: computed.append(dict(demands)) or
+                        {k: total // len(demands) for k in demands})
+    kube, pods = FakeKube(random.Random(2), pace=0.5), ObjectCache()
+    kube.subscribe("pods", POD_SELECTOR, pods)
+    pool = GpuPool(lambda: 8)
+    gpu_study(kube, "a", {"min": 1, "max": 1}, parallelism=8, trials=50)
+    controller(kube, pods, pool, "a").step()
+    assert gpus_running(kube, "a") == 8 and len(computed) == 1   # 8 choices, one computation
+    gpu_study(kube, "b", {"min": 1, "max": 1}, parallelism=8, trials=50)
+    controller(kube, pods, pool, "b").step()
+    assert len(computed) == 2 and set(computed[-1]) == {(NS, "a"), (NS, "b")}

@@ -346,3 +346,52 @@ def test_a_study_keeps_its_newest_finished_pods_and_deletes_older_ones_also_thos
     w.poll(runtime)
     assert kept() == ["s-4-s0", "s-5-s0", "s-9-s0"]
     assert [e.outcome for e in w.poll(runtime)] == [] and runtime.running() == {"s-9-s0"}
+
+
+class Later:
+    """A cleanup executor that runs what it is given only when told to."""
+
+    def __init__(self):
+        self.tasks = []
+
+    def submit(self, fn, *args):
+        self.tasks.append((fn, args))
+
+    def run(self):
+        tasks, self.tasks = self.tasks, []
+        for fn, args in tasks:
+            fn(*args)
+
+
+def test_a_restarted_runtime_lists_and_deletes_handled_pods_off_the_step_and_counts_each_once(w):
+    done = status("Succeeded", term(0, json.dumps({"step": 3, "metrics": {"loss": 0.1}})))
+    lists = []
+    real_list_all = w.kube.list_all
+    w.kube.list_all = lambda url, query, metadata_only=False: (lists.append(metadata_only), real_list_all(
+        url, query, metadata_only))[1]
+
+    def finish(runtime, trials):
+        for t in trials:
+            runtime.start(spec(trial=t))
+        w.kube.deliver()
+        for t in trials:
+            w.set(f"{t}-s0", done)
+        assert len(w.poll(runtime)) == len(trials)
+        runtime.release_all([f"{t}-s0" for t in trials])
+
+    def kept():
+        return sorted(n for (kind, _, n), pod in w.kube.objects.items()
+                      if kind == "pods" and not pod["metadata"].get("deletionTimestamp"))
+
+    finish(w.new_runtime(), ["s-0", "s-1", "s-2"])          # an earlier operator's, kept
+    cleanup = Later()
+    runtime = w.new_runtime(keep_finished=2, cleanup=cleanup)
+    finish(runtime, ["s-3"])
+    finish(runtime, ["s-4"])                                  # both labelled before the listing runs
+    assert lists == [] and len(kept()) == 5                   # the steps neither listed nor deleted
+    cleanup.run()
+    assert lists == [True]                                    # names and times are all it reads
+    assert kept() == ["s-3-s0", "s-4-s0"]
+    finish(runtime, ["s-5"])
+    cleanup.run()
+    assert kept() == ["s-4-s0", "s-5-s0"]                     # s-4 counted once, so two are kept

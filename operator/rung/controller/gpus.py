@@ -3,16 +3,17 @@
 Each Study that asks for GPUs (spec.trial.gpus) registers its weight and demand; before a
 new segment starts, its loop asks `GpuPool.choose`: the GPUs free now, the Study's fair
 share of all of them minus what it holds, and its efficiency curve give the number
-(rung.sizing.choose). Shares are recomputed at every choice, so they follow Studies that
-start, end or change, and they are enforced only at segment boundaries: a running segment
-keeps its GPUs. What a Study holds is the GPUs of its running segments, as its records say.
+(rung.sizing.choose). Shares follow Studies that start, end or change (they are computed
+again when one does, or the total changes), and they are enforced only at segment
+boundaries: a running segment keeps its GPUs. What a Study holds is the GPUs of its running segments, as its records say.
 
 A choice costs O(running segments), not O(trials): the measured throughputs, which grow
 with every segment, are gathered from the segments that ended since the last choice and
 fitted again only when they changed.
 
 The total is the sum of the nodes' allocatable GPU resource, read from the API server at
-most every `refresh` seconds. The operator counts only its own trials' GPUs as used.
+most every `refresh` seconds, by one thread at a time (a restarted operator's workers all
+choose at once). The operator counts only its own trials' GPUs as used.
 """
 
 from __future__ import annotations
@@ -85,16 +86,33 @@ class GpuPool:
         """`total()` counts the cluster's GPUs (the nodes' allocatable resource)."""
         self._total, self.refresh, self.clock = total, refresh, clock
         self._known, self._read_at = 0, -1e9
+        self._reading = threading.Lock()
         self.lock = threading.Lock()
+        self._shares: tuple[int, dict] | None = None   # (total, shares) while the Studies stay the same
         self.studies: dict[Hashable, tuple[float, int]] = {}   # key -> (weight, GPUs wanted at once)
         self.held: dict[Hashable, int] = {}
         self.throughputs: dict[Hashable, Throughputs] = {}
 
     def total(self) -> int:
-        # Read again sooner while none are seen: a node's new GPUs reach its status a little later.
-        if self.clock() - self._read_at >= (self.refresh if self._known else min(self.refresh, 5.0)):
-            self._known, self._read_at = self._total(), self.clock()
+        """The GPUs last read; read again when due. While another thread reads, the last
+        count stands (one waits for it only while none is known)."""
+        if self._due() and self._reading.acquire(blocking=not self._known):
+            try:
+                if self._due():   # else another thread has just read
+                    self._known, self._read_at = self._total(), self.clock()
+            finally:
+                self._reading.release()
         return self._known
+
+    def _due(self) -> bool:
+        # Read again sooner while none are seen: a node's new GPUs reach its status a little later.
+        return self.clock() - self._read_at >= (self.refresh if self._known else min(self.refresh, 5.0))
+
+    def _share(self, key: Hashable, total: int) -> int:
+        """The Study's fair share (call with the lock held)."""
+        if self._shares is None or self._shares[0] != total:
+            self._shares = (total, shares(total, self.studies))
+        return self._shares[1].get(key, 0)
 
     def register(self, key: Hashable, study: Study) -> None:
         gpus = study.spec.trial.gpus
@@ -103,12 +121,13 @@ class GpuPool:
                 self.studies.pop(key, None)
             else:
                 self.studies[key] = (study.spec.fair_share.weight, gpus.max * study.spec.limits.parallelism)
+            self._shares = None
 
     def update(self, key: Hashable, running: list[TrialRecord], done: bool) -> None:
         """What a Study holds after a step; a Study that ended holds nothing and wants nothing."""
         with self.lock:
-            if done:
-                self.studies.pop(key, None)
+            if done and self.studies.pop(key, None) is not None:
+                self._shares = None
             self.held[key] = 0 if done else held(running)
 
     def forget(self, key: Hashable) -> None:
@@ -116,6 +135,7 @@ class GpuPool:
             self.studies.pop(key, None)
             self.held.pop(key, None)
             self.throughputs.pop(key, None)
+            self._shares = None
 
     def choose(self, key: Hashable, study: Study, running: list[TrialRecord],
                ended: Iterable[TrialRecord] = ()) -> Choice:
@@ -130,7 +150,7 @@ class GpuPool:
         total = self.total()
         with self.lock:
             self.held[key] = held(running)
-            share = shares(total, self.studies).get(key, 0)
+            share = self._share(key, total)
             free = total - sum(self.held.values())
             left = share - self.held[key]
             if model is None:   # nothing to size by: the minimum, until throughputs are measured

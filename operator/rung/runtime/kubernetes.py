@@ -98,6 +98,8 @@ class KubernetesRuntime(Runtime):
         self._unstartable: dict[str, Ended] = {}  # the API refused the pod itself (invalid)
         self._released: dict[str, bool] = {}      # recorded by the loop -> labelled handled yet
         self._handled: deque[str] | None = None   # handled pods kept, oldest first (None: not listed yet)
+        self._listed: set[str] = set()            # the handled pods the listing found (released twice)
+        self._trim_again = False                  # a listing or delete failed: try again at the next poll
         self._stopping: set[str] = set()
         self._refused: Refused | None = None      # the last refusal, and when to try again
         self._retry_at, self._backoff = 0.0, 0.0
@@ -190,12 +192,17 @@ class KubernetesRuntime(Runtime):
         self._labelled(self._each(self._label_handled, label))
 
     def _labelled(self, results: list) -> None:
+        handled = []
         for run, error in results:
             self._released[run] = error is None
-            if error is None and self._handled is not None:
-                self._handled.append(run)
-        if results or self._handled is not None:   # a restarted runtime lists the handled pods at
-            self._delete_old_handled()              # its first release, after its first pods, not before
+            if error is None:
+                handled.append(run)
+        if self.keep_finished is not None and (handled or self._trim_again):
+            self._trim_again = False
+            if self.cleanup is not None:   # the listing and deletes wait on no step
+                self.cleanup.submit(self._keep_newest, handled)
+            else:
+                self._keep_newest(handled)
 
     def gone(self, run: str) -> bool:
         if run in self.running():
@@ -374,35 +381,32 @@ class KubernetesRuntime(Runtime):
                 again.append(name)
         self._labelled(self._each(self._label_handled, again))
 
-    def _delete_old_handled(self) -> None:
-        """Delete the Study's handled pods beyond the newest `keep_finished` (those an
-        earlier operator left are listed once). A failed delete is tried again later."""
-        if self.keep_finished is None:
-            return
+    def _keep_newest(self, handled: list[str]) -> None:
+        """Delete the Study's handled pods beyond the newest `keep_finished`, given those
+        just labelled handled. Those an earlier operator left are listed once, at the first
+        release (a restarted runtime's first pods go out before it). On the cleanup thread,
+        where one is given: the only one that touches the queue of handled pods."""
         if self._handled is None:
             try:
-                pods, _ = self.kube.list_all(path("pods", self.namespace),
-                                             {"labelSelector": f"{STUDY_LABEL}={self.study},{HANDLED_LABEL}"})
+                pods, _ = self.kube.list_all(path("pods", self.namespace), metadata_only=True, query={
+                    "labelSelector": f"{STUDY_LABEL}={self.study},{HANDLED_LABEL}"})
             except Exception as e:
                 log.warning("cannot list the handled pods of study %s (retried): %s", self.study, message_of(e))
+                self._trim_again = True
                 return
             pods.sort(key=lambda pod: (pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"]))
             self._handled = deque(pod["metadata"]["name"] for pod in pods)
+            self._listed = set(self._handled)
+        else:   # labelled before the listing, some are in it already
+            self._handled.extend(run for run in handled if run not in self._listed)
         old = [self._handled.popleft() for _ in range(len(self._handled) - self.keep_finished)]
-        if old and self.cleanup is not None:
-            self.cleanup.submit(self._delete_finished, old)
-        elif old:
-            self._delete_finished(old)
-
-    def _delete_finished(self, names: list[str]) -> None:
-        """Ended pods go at once (grace 0), as the pod garbage collector deletes them; a
-        failed one goes back to the front of the queue."""
-        for name in names:
-            try:
+        for name in old:
+            try:   # ended pods go at once (grace 0), as the pod garbage collector deletes them
                 self._delete(name, grace=0)
             except Exception as e:
                 log.warning("cannot delete handled pod %s (retried): %s", name, message_of(e))
                 self._handled.appendleft(name)
+                self._trim_again = True
 
     def _label_handled(self, name: str) -> None:
         """Mark a recorded pod handled, so the watch lets go of it (raises: retry later)."""
