@@ -293,8 +293,54 @@ def test_with_a_pool_pods_are_created_and_labelled_side_by_side_and_a_refusal_na
         assert len(runtime.poll()) == 3
         api.most = 0
         runtime.release_all([f"s-{i}-s0" for i in range(3)])
-        assert api.most >= 2
-        assert all(w.pod(f"s-{i}-s0")["metadata"]["labels"][HANDLED_LABEL] == "true" for i in range(3))
+    assert api.most >= 2                                       # the labels, side by side too
+    assert all(w.pod(f"s-{i}-s0")["metadata"]["labels"][HANDLED_LABEL] == "true" for i in range(3))
+
+
+class LabelsWait:
+    """The fake API, with pod label patches held until `go` is set; the first one fails."""
+
+    def __init__(self, kube):
+        self.kube, self.go, self.failed, self.answered = kube, threading.Event(), False, 0
+
+    def __getattr__(self, name):
+        return getattr(self.kube, name)
+
+    def request(self, method, url, **kw):
+        if method != "PATCH" or "/pods/" not in url:
+            return self.kube.request(method, url, **kw)
+        try:
+            assert self.go.wait(5)
+            if not self.failed:
+                self.failed = True
+                raise api_error(500, "etcdserver: request timed out")
+            return self.kube.request(method, url, **kw)
+        finally:
+            self.answered += 1
+
+
+def test_with_a_pool_a_release_does_not_wait_for_its_labels_and_a_failed_one_goes_again(w):
+    done = status("Succeeded", term(0, json.dumps({"step": 3, "metrics": {"loss": 0.1}})))
+    with ThreadPoolExecutor(4) as pool:
+        runtime = w.new_runtime(pool=pool)
+        runtime.start_all([spec(trial=f"s-{i}") for i in range(2)])
+        w.kube.deliver()
+        for i in range(2):
+            w.set(f"s-{i}-s0", done)
+        assert len(w.poll(runtime)) == 2
+        runtime.kube = api = LabelsWait(w.kube)
+        runtime.release_all(["s-0-s0", "s-1-s0"])
+        assert api.answered == 0                                 # it returned with both labels held
+        assert w.poll(runtime) == [] and runtime.running() == set()   # recorded: never told again
+        api.go.set()
+        for _ in range(100):                                     # the next polls take them in
+            w.poll(runtime)
+            if all(w.pod(f"s-{i}-s0")["metadata"]["labels"].get(HANDLED_LABEL) for i in range(2)):
+                break
+            threading.Event().wait(0.02)
+        assert api.failed and all(w.pod(f"s-{i}-s0")["metadata"]["labels"][HANDLED_LABEL] == "true" for i in range(2))
+        w.poll(runtime)
+        assert runtime.running() == set() and not runtime._released   # out of the watch: forgotten
 
 
 class FailsOnce:
@@ -395,3 +441,19 @@ def test_a_restarted_runtime_lists_and_deletes_handled_pods_off_the_step_and_cou
     finish(runtime, ["s-5"])
     cleanup.run()
     assert kept() == ["s-4-s0", "s-5-s0"]                     # s-4 counted once, so two are kept
+
+
+def test_a_study_that_ended_waits_for_its_last_labels_and_keeps_only_its_newest_pods(w):
+    done = status("Succeeded", term(0, json.dumps({"step": 3, "metrics": {"loss": 0.1}})))
+    with ThreadPoolExecutor(4) as pool:
+        runtime = w.new_runtime(pool=pool, keep_finished=1)
+        runtime.start_all([spec(trial=f"s-{i}") for i in range(3)])
+        w.kube.deliver()
+        for i in range(3):
+            w.set(f"s-{i}-s0", done)
+        assert len(w.poll(runtime)) == 3
+        runtime.release_all([f"s-{i}-s0" for i in range(3)])   # the Study's last step
+        runtime.settle()                                         # no poll follows
+        left = [n for (kind, _, n), pod in w.kube.objects.items()
+                if kind == "pods" and not pod["metadata"].get("deletionTimestamp")]
+        assert len(left) == 1

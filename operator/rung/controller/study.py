@@ -194,6 +194,7 @@ class StudyController:
             hold = next(iter(self.loop.holds.values()))
             post_event(self.kube, body, "Warning", "Held", f"{hold['reason']}: {hold['message']}")
         if not more:
+            self.runtime.settle()
             return None
         waiting = self.loop.holds or self.loop.waits   # GPUs another Study frees do not wake this one
         delay = self.config.interval if waiting or self.runtime.live_reports else self.config.resync

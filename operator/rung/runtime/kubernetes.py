@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections import deque
-from concurrent.futures import Executor
+from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -97,6 +97,7 @@ class KubernetesRuntime(Runtime):
         self._expected: dict[str, float] = {}     # created, not yet in the watch -> when
         self._unstartable: dict[str, Ended] = {}  # the API refused the pod itself (invalid)
         self._released: dict[str, bool] = {}      # recorded by the loop -> labelled handled yet
+        self._labelling: dict[str, Future] = {}   # handled labels on their way (with a pool)
         self._handled: deque[str] | None = None   # handled pods kept, oldest first (None: not listed yet)
         self._listed: set[str] = set()            # the handled pods the listing found (released twice)
         self._trim_again = False                  # a listing or delete failed: try again at the next poll
@@ -189,7 +190,25 @@ class KubernetesRuntime(Runtime):
             self._stopping.discard(run)
             if self._unstartable.pop(run, None) is None and run not in self._released:
                 label.append(run)
-        self._labelled(self._each(self._label_handled, label))
+        self._label(label)
+
+    def _label(self, runs: list[str]) -> None:
+        """Label recorded pods handled. With a pool the step does not wait for it: the next
+        poll takes in how it went (a worker is free for the next Study sooner)."""
+        for run in runs:
+            self._released[run] = False   # recorded; labelled once the call succeeds
+        if self.pool is None:
+            self._labelled(self._each(self._label_handled, runs))
+        else:
+            self._labelling.update((run, self.pool.submit(self._label_handled, run)) for run in runs)
+
+    def settle(self) -> None:
+        """Wait for the labels on their way and take them in: the Study is over, no poll follows."""
+        self._take_in(list(self._labelling))
+
+    def _take_in(self, runs: list[str]) -> None:
+        """How the labels of these runs went (waits for those still on their way)."""
+        self._labelled([(run, _error(self._labelling.pop(run))) for run in runs])
 
     def _labelled(self, results: list) -> None:
         handled = []
@@ -371,15 +390,17 @@ class KubernetesRuntime(Runtime):
                 log.warning("cannot look up pod %s: %s", name, message_of(e))
 
     def _label_released(self) -> None:
-        """Forget recorded pods the watch has let go of; label those it still shows."""
+        """Take in the labels that went out; forget recorded pods the watch has let go of;
+        label again those it still shows unlabelled."""
+        self._take_in([run for run, future in self._labelling.items() if future.done()])
         pods = self.pods.snapshot((self.namespace, self.study))
         again = []
         for name in list(self._released):
             if name not in pods:
                 del self._released[name]   # out of the watch: done
-            elif not self._released[name]:
+            elif not self._released[name] and name not in self._labelling:
                 again.append(name)
-        self._labelled(self._each(self._label_handled, again))
+        self._label(again)
 
     def _keep_newest(self, handled: list[str]) -> None:
         """Delete the Study's handled pods beyond the newest `keep_finished`, given those
@@ -427,6 +448,10 @@ class KubernetesRuntime(Runtime):
                 if not quiet:
                     raise
                 log.warning("cannot delete pod %s: %s", name, message_of(e))
+
+
+def _error(future: Future) -> BaseException | None:
+    return CancelledError() if future.cancelled() else future.exception()
 
 
 def _identity(pod: dict) -> tuple[str, int, int]:
