@@ -5,7 +5,8 @@ new segment starts, its loop asks `GpuPool.choose`: the GPUs free now, the Study
 share of all of them minus what it holds, and its efficiency curve give the number
 (rung.sizing.choose). Shares follow Studies that start, end or change (they are computed
 again when one does, or the total changes), and they are enforced only at segment
-boundaries: a running segment keeps its GPUs. What a Study holds is the GPUs of its running segments, as its records say.
+boundaries: a running segment keeps its GPUs. What a Study holds is the GPUs of its
+running segments, as its records say.
 
 A choice costs O(running segments), not O(trials): the measured throughputs, which grow
 with every segment, are gathered from the segments that ended since the last choice and

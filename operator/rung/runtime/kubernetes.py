@@ -99,7 +99,7 @@ class KubernetesRuntime(Runtime):
         self._released: dict[str, bool] = {}      # recorded by the loop -> labelled handled yet
         self._labelling: dict[str, Future] = {}   # handled labels on their way (with a pool)
         self._handled: deque[str] | None = None   # handled pods kept, oldest first (None: not listed yet)
-        self._listed: set[str] = set()            # the handled pods the listing found (released twice)
+        self._listed: set[str] = set()            # what the listing found (some are passed again)
         self._trim_again = False                  # a listing or delete failed: try again at the next poll
         self._stopping: set[str] = set()
         self._refused: Refused | None = None      # the last refusal, and when to try again
