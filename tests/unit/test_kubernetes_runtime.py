@@ -33,6 +33,9 @@ def status(phase, terminated=None, waiting=None, reason=None, conditions=()):
             "containerStatuses": [{"state": state, "image": "img"}]}
 
 
+DONE = status("Succeeded", term(0, json.dumps({"step": 3, "metrics": {"loss": 0.1}})))
+
+
 class World:
     """The fake API, the operator's pod watch, and a runtime on them."""
 
@@ -61,6 +64,21 @@ class World:
     def poll(self, runtime=None):
         self.kube.deliver()
         return (runtime or self.runtime).poll()
+
+    def finish(self, runtime, trials):
+        """Start the trials' pods, end them well and release them."""
+        for t in trials:
+            runtime.start(spec(trial=t))
+        self.kube.deliver()
+        for t in trials:
+            self.set(f"{t}-s0", DONE)
+        assert len(self.poll(runtime)) == len(trials)
+        runtime.release_all([f"{t}-s0" for t in trials])
+
+    def kept(self):
+        """The pods not being deleted."""
+        return sorted(n for (kind, _, n), pod in self.kube.objects.items()
+                      if kind == "pods" and not pod["metadata"].get("deletionTimestamp"))
 
 
 @pytest.fixture
@@ -320,13 +338,12 @@ class LabelsWait:
 
 
 def test_with_a_pool_a_release_does_not_wait_for_its_labels_and_a_failed_one_goes_again(w):
-    done = status("Succeeded", term(0, json.dumps({"step": 3, "metrics": {"loss": 0.1}})))
     with ThreadPoolExecutor(4) as pool:
         runtime = w.new_runtime(pool=pool)
         runtime.start_all([spec(trial=f"s-{i}") for i in range(2)])
         w.kube.deliver()
         for i in range(2):
-            w.set(f"s-{i}-s0", done)
+            w.set(f"s-{i}-s0", DONE)
         assert len(w.poll(runtime)) == 2
         runtime.kube = api = LabelsWait(w.kube)
         runtime.release_all(["s-0-s0", "s-1-s0"])
@@ -360,37 +377,22 @@ class FailsOnce:
 
 
 def test_a_study_keeps_its_newest_finished_pods_and_deletes_older_ones_also_those_an_earlier_operator_left(w):
-    done = status("Succeeded", term(0, json.dumps({"step": 3, "metrics": {"loss": 0.1}})))
-
-    def finish(runtime, trials):
-        for t in trials:
-            runtime.start(spec(trial=t))
-        w.kube.deliver()
-        for t in trials:
-            w.set(f"{t}-s0", done)
-        assert len(w.poll(runtime)) == len(trials)
-        runtime.release_all([f"{t}-s0" for t in trials])
-
-    def kept():
-        return sorted(n for (kind, _, n), pod in w.kube.objects.items()
-                      if kind == "pods" and not pod["metadata"].get("deletionTimestamp"))
-
     earlier = w.new_runtime()                         # keeps every pod
-    finish(earlier, ["s-0", "s-1", "s-2"])
+    w.finish(earlier, ["s-0", "s-1", "s-2"])
     w.poll(earlier)
-    assert kept() == ["s-0-s0", "s-1-s0", "s-2-s0"]
+    assert w.kept() == ["s-0-s0", "s-1-s0", "s-2-s0"]
     runtime = w.new_runtime(keep_finished=2)          # the operator restarted with a limit
     calls = w.kube.calls
     assert w.poll(runtime) == [] and w.kube.calls == calls   # no listing before its first pods
     runtime.start(spec(trial="s-9"))                  # running: never touched
-    finish(runtime, ["s-3", "s-4"])
+    w.finish(runtime, ["s-3", "s-4"])
     w.poll(runtime)
-    assert kept() == ["s-3-s0", "s-4-s0", "s-9-s0"]
+    assert w.kept() == ["s-3-s0", "s-4-s0", "s-9-s0"]
     runtime.kube = FailsOnce(w.kube, "s-3-s0")
-    finish(runtime, ["s-5"])
-    assert kept() == ["s-3-s0", "s-4-s0", "s-5-s0", "s-9-s0"]   # the failed delete is tried again
+    w.finish(runtime, ["s-5"])
+    assert w.kept() == ["s-3-s0", "s-4-s0", "s-5-s0", "s-9-s0"]   # the failed delete is tried again
     w.poll(runtime)
-    assert kept() == ["s-4-s0", "s-5-s0", "s-9-s0"]
+    assert w.kept() == ["s-4-s0", "s-5-s0", "s-9-s0"]
     assert [e.outcome for e in w.poll(runtime)] == [] and runtime.running() == {"s-9-s0"}
 
 
@@ -410,47 +412,31 @@ class Later:
 
 
 def test_a_restarted_runtime_lists_and_deletes_handled_pods_off_the_step_and_counts_each_once(w):
-    done = status("Succeeded", term(0, json.dumps({"step": 3, "metrics": {"loss": 0.1}})))
     lists = []
     real_list_all = w.kube.list_all
     w.kube.list_all = lambda url, query, metadata_only=False: (lists.append(metadata_only), real_list_all(
         url, query, metadata_only))[1]
-
-    def finish(runtime, trials):
-        for t in trials:
-            runtime.start(spec(trial=t))
-        w.kube.deliver()
-        for t in trials:
-            w.set(f"{t}-s0", done)
-        assert len(w.poll(runtime)) == len(trials)
-        runtime.release_all([f"{t}-s0" for t in trials])
-
-    def kept():
-        return sorted(n for (kind, _, n), pod in w.kube.objects.items()
-                      if kind == "pods" and not pod["metadata"].get("deletionTimestamp"))
-
-    finish(w.new_runtime(), ["s-0", "s-1", "s-2"])          # an earlier operator's, kept
+    w.finish(w.new_runtime(), ["s-0", "s-1", "s-2"])          # an earlier operator's, kept
     cleanup = Later()
     runtime = w.new_runtime(keep_finished=2, cleanup=cleanup)
-    finish(runtime, ["s-3"])
-    finish(runtime, ["s-4"])                                  # both labelled before the listing runs
-    assert lists == [] and len(kept()) == 5                   # the steps neither listed nor deleted
+    w.finish(runtime, ["s-3"])
+    w.finish(runtime, ["s-4"])                                  # both labelled before the listing runs
+    assert lists == [] and len(w.kept()) == 5                   # the steps neither listed nor deleted
     cleanup.run()
     assert lists == [True]                                    # names and times are all it reads
-    assert kept() == ["s-3-s0", "s-4-s0"]
-    finish(runtime, ["s-5"])
+    assert w.kept() == ["s-3-s0", "s-4-s0"]
+    w.finish(runtime, ["s-5"])
     cleanup.run()
-    assert kept() == ["s-4-s0", "s-5-s0"]                     # s-4 counted once, so two are kept
+    assert w.kept() == ["s-4-s0", "s-5-s0"]                     # s-4 counted once, so two are kept
 
 
 def test_a_study_that_ended_waits_for_its_last_labels_and_keeps_only_its_newest_pods(w):
-    done = status("Succeeded", term(0, json.dumps({"step": 3, "metrics": {"loss": 0.1}})))
     with ThreadPoolExecutor(4) as pool:
         runtime = w.new_runtime(pool=pool, keep_finished=1)
         runtime.start_all([spec(trial=f"s-{i}") for i in range(3)])
         w.kube.deliver()
         for i in range(3):
-            w.set(f"s-{i}-s0", done)
+            w.set(f"s-{i}-s0", DONE)
         assert len(w.poll(runtime)) == 3
         runtime.release_all([f"s-{i}-s0" for i in range(3)])   # the Study's last step
         runtime.settle()                                         # no poll follows
