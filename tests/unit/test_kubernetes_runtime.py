@@ -65,14 +65,17 @@ class World:
         self.kube.deliver()
         return (runtime or self.runtime).poll()
 
-    def finish(self, runtime, trials):
-        """Start the trials' pods, end them well and release them."""
-        for t in trials:
-            runtime.start(spec(trial=t))
+    def end(self, runtime, trials):
+        """Start the trials' pods and end them well; the runtime has told of their ends."""
+        runtime.start_all([spec(trial=t) for t in trials])
         self.kube.deliver()
         for t in trials:
             self.set(f"{t}-s0", DONE)
         assert len(self.poll(runtime)) == len(trials)
+
+    def finish(self, runtime, trials):
+        """End the trials' pods and release them."""
+        self.end(runtime, trials)
         runtime.release_all([f"{t}-s0" for t in trials])
 
     def kept(self):
@@ -340,11 +343,7 @@ class LabelsWait:
 def test_with_a_pool_a_release_does_not_wait_for_its_labels_and_a_failed_one_goes_again(w):
     with ThreadPoolExecutor(4) as pool:
         runtime = w.new_runtime(pool=pool)
-        runtime.start_all([spec(trial=f"s-{i}") for i in range(2)])
-        w.kube.deliver()
-        for i in range(2):
-            w.set(f"s-{i}-s0", DONE)
-        assert len(w.poll(runtime)) == 2
+        w.end(runtime, ["s-0", "s-1"])
         runtime.kube = api = LabelsWait(w.kube)
         runtime.release_all(["s-0-s0", "s-1-s0"])
         assert api.answered == 0                                 # it returned with both labels held
@@ -433,13 +432,6 @@ def test_a_restarted_runtime_lists_and_deletes_handled_pods_off_the_step_and_cou
 def test_a_study_that_ended_waits_for_its_last_labels_and_keeps_only_its_newest_pods(w):
     with ThreadPoolExecutor(4) as pool:
         runtime = w.new_runtime(pool=pool, keep_finished=1)
-        runtime.start_all([spec(trial=f"s-{i}") for i in range(3)])
-        w.kube.deliver()
-        for i in range(3):
-            w.set(f"s-{i}-s0", DONE)
-        assert len(w.poll(runtime)) == 3
-        runtime.release_all([f"s-{i}-s0" for i in range(3)])   # the Study's last step
+        w.finish(runtime, ["s-0", "s-1", "s-2"])                 # the Study's last step
         runtime.settle()                                         # no poll follows
-        left = [n for (kind, _, n), pod in w.kube.objects.items()
-                if kind == "pods" and not pod["metadata"].get("deletionTimestamp")]
-        assert len(left) == 1
+        assert len(w.kept()) == 1
