@@ -435,30 +435,3 @@ def test_a_study_that_ended_waits_for_its_last_labels_and_keeps_only_its_newest_
         w.finish(runtime, ["s-0", "s-1", "s-2"])                 # the Study's last step
         runtime.settle()                                         # no poll follows
         assert len(w.kept()) == 1
-
-
-def test_each_pod_is_created_right_after_its_own_record_and_one_whose_record_failed_is_not_created(w):
-    """With a pool, a pod waits for its own record, not for the others: the last record is
-    written only once the first pod exists (two threads, four pods). A failed record keeps
-    its pod from being created and is raised once the others are."""
-    seen, lock = [], threading.Lock()
-
-    def record(s):
-        with lock:
-            seen.append((s.trial, w.kube.objects.get(("pods", "ns", s.run_name)) is not None))
-        if s.trial == "s-3":
-            for _ in range(200):   # the first pod comes while the records go on
-                if ("pods", "ns", "s-0-s0") in w.kube.objects:
-                    break
-                threading.Event().wait(0.01)
-            else:
-                raise AssertionError("no pod before the last record")
-        if s.trial == "s-2":
-            raise KeyError("the record's write failed")
-
-    with ThreadPoolExecutor(2) as pool:
-        runtime = w.new_runtime(pool=pool)
-        with pytest.raises(KeyError):
-            runtime.start_all([spec(trial=f"s-{i}") for i in range(4)], record=record)
-    assert sorted(seen) == [(f"s-{i}", False) for i in range(4)]   # each record before its pod
-    assert runtime.running() == {"s-0-s0", "s-1-s0", "s-3-s0"} and w.kube.objects.get(("pods", "ns", "s-2-s0")) is None

@@ -8,7 +8,7 @@ import pytest
 from rung.api import parse_study
 from rung.errors import InputError
 from rung.records import MemoryRecords
-from rung.runtime.base import Ended, Outcome, Refused, Report, Runtime
+from rung.runtime.base import Ended, Outcome, Report, Runtime
 from rung.runtime.loop import StudyLoop, StudyState
 from rung.schedulers import make_scheduler
 
@@ -286,34 +286,21 @@ def test_restart_mid_study_neither_loses_nor_duplicates_trials():
 
 
 class OneCreateRefused(MemoryRecords):
-    """Trial `refused`'s first create fails."""
+    """Writes a step's records side by side, as the operator's store does: trial
+    `refused`'s first create fails while the others of its step go through."""
 
     def __init__(self, refused):
         super().__init__()
         self.refused, self.tripped = refused, False
 
-    def save(self, trial):
-        if trial.index == self.refused and not self.tripped:
-            self.tripped = True
-            raise RuntimeError("create refused")
-        super().save(trial)
-
-
-class SideBySide(FakeRuntime):
-    """Records and starts every attempt, as the pod runtime with a pool does: one whose
-    record failed is not started, and the first failure is raised after the others."""
-
-    def start_all(self, specs, record=None):
-        failures = []
-        for spec in specs:
-            try:
-                record(spec)
-            except RuntimeError as e:
-                failures.append(e)
+    def save_all(self, trials):
+        for t in trials:
+            if t.index == self.refused and not self.tripped:
+                self.tripped = True
                 continue
-            self.start(spec)
-        if failures:
-            raise failures[0]
+            self.save(t)
+        if any(t.index == self.refused for t in trials) and self.refused not in self.trials:
+            raise RuntimeError("create refused")
 
 
 @pytest.mark.parametrize("algorithm", ["asha", "hyperband", "random"])
@@ -321,11 +308,10 @@ def test_a_create_that_failed_among_parallel_ones_gives_its_number_again(algorit
     """Trial 1 was never created, trials 2 and 3 were: 1 is not a trial that gave no
     result but a number still to give, and every number up to maxTrials runs once."""
     records = OneCreateRefused(1)
-    runtime = SideBySide()
-    loop = make_loop(study(algorithm, max_trials=12, parallelism=4, max_failed=0), runtime, records)
+    loop = make_loop(study(algorithm, max_trials=12, parallelism=4, max_failed=0), FakeRuntime(), records)
     with pytest.raises(RuntimeError):
         loop.step()
-    assert sorted(records.trials) == [0, 2, 3] and sorted(runtime.live) == ["s-0-s0", "s-2-s0", "s-3-s0"]
+    assert sorted(records.trials) == [0, 2, 3]
     assert drive(loop) == SUCCEEDED
     trials = trials_of(records)
     assert sorted(trials) == list(range(12))
@@ -352,21 +338,21 @@ def test_crash_between_record_and_start_runs_the_trial_once():
     assert started.count("s-2-s0") == 1 and sorted(trials_of(records)) == [0, 1, 2, 3]
 
 
-def test_a_pod_waits_for_its_own_record_only_and_an_end_is_written_before_it_is_acknowledged():
-    """The path from an ended segment to its successor's pod: the successor's record, then
-    its start; the end that starts nothing is written after that, and acknowledged
-    (released) only once written."""
+def test_a_step_writes_ends_and_decisions_in_one_round_and_acknowledges_after_starting():
+    """The path from an ended segment to its successor's pod: one round of record writes
+    (the end and the decision together), then the start; the end is acknowledged (released)
+    only after both."""
     calls = []
 
     class Records(MemoryRecords):
-        def save(self, trial):
-            calls.append(("save", trial.index, len(trial.segments), trial.state))
-            super().save(trial)
+        def save_all(self, trials):
+            calls.append(("save", sorted((t.index, len(t.segments), t.state) for t in trials)))
+            super().save_all(trials)
 
     class Runtime(FakeRuntime):
-        def start(self, spec):
-            calls.append(("start", spec.name))
-            super().start(spec)
+        def start_all(self, specs):
+            calls.append(("start", sorted(s.name for s in specs)))
+            super().start_all(specs)
 
         def release_all(self, runs):
             if runs:
@@ -374,28 +360,9 @@ def test_a_pod_waits_for_its_own_record_only_and_an_end_is_written_before_it_is_
             super().release_all(runs)
 
     assert drive(make_loop(study(max_trials=3, parallelism=1, bmax=1), Runtime(), Records())) == SUCCEEDED
-    # trial 0 ends and trial 1 is decided in the same step
+    # trial 0 ends and trial 1 is decided in the same step: one write of both, the start, the release
     at = calls.index(("release", ["s-0-s0"]))
-    assert calls[at - 3:at] == [("save", 1, 1, "running"), ("start", "s-1-s0"), ("save", 0, 1, "completed")]
-
-
-def test_attempts_not_recorded_before_a_refusal_are_recorded_with_the_step_and_started_once_later():
-    class Refusing(FakeRuntime):
-        refuse = True
-
-        def start(self, spec):
-            if self.refuse and spec.index == 1:
-                raise Refused("QuotaExceeded", "exceeded quota (pod s-1-s0)", "retrying")
-            super().start(spec)
-
-    records, runtime = MemoryRecords(), Refusing()
-    loop = make_loop(study(max_trials=3, parallelism=3), runtime, records)
-    loop.step()
-    assert [s.name for s in runtime.started] == ["s-0-s0"]
-    assert sorted(trials_of(records)) == [0, 1, 2]            # trial 2's start never came; its record did
-    runtime.refuse = False
-    assert drive(loop) == SUCCEEDED
-    assert sorted(s.name for s in runtime.started if s.segment == 0) == ["s-0-s0", "s-1-s0", "s-2-s0"]
+    assert calls[at - 2:at] == [("save", [(0, 1, "completed"), (1, 1, "running")]), ("start", ["s-1-s0"])]
 
 
 def test_a_trial_told_to_stop_is_not_restarted():

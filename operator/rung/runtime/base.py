@@ -14,7 +14,6 @@ import enum
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable
 
 from rung.trial import contract as C
 
@@ -178,14 +177,10 @@ class Runtime(ABC):
         does not exist) is an Ended(FAILED) event later; one the cluster refuses for now
         raises Refused."""
 
-    def start_all(self, specs: list[SegmentSpec], record: Callable[[SegmentSpec], None] | None = None) -> None:
+    def start_all(self, specs: list[SegmentSpec]) -> None:
         """Start several attempts, as start() each; a runtime may start them at once. On a
-        refusal it raises Refused, and running() tells which ones were started. `record(spec)`
-        is called just before its attempt starts; an attempt whose record raised is not
-        started, and the first such error is raised."""
+        refusal it raises Refused, and running() tells which ones were started."""
         for spec in specs:
-            if record is not None:
-                record(spec)
             self.start(spec)
 
     @abstractmethod

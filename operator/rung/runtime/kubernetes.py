@@ -74,10 +74,6 @@ class _Pod:
     ended: Ended | None = None
 
 
-class Unrecorded(Exception):
-    """An attempt's record could not be written (the cause): its pod is not created."""
-
-
 class KubernetesRuntime(Runtime):
     def __init__(self, kube: Kube, pods: ObjectCache, namespace: str, study: str, *, default_image: str,
                  owner: Callable[[str], dict | None], volumes: list[tuple[dict, dict]] = (),
@@ -113,29 +109,16 @@ class KubernetesRuntime(Runtime):
     def start(self, spec: SegmentSpec) -> None:
         self.start_all([spec])
 
-    def start_all(self, specs: list[SegmentSpec], record: Callable[[SegmentSpec], None] | None = None) -> None:
+    def start_all(self, specs: list[SegmentSpec]) -> None:
         """Create the pods (side by side with a pool; one by one otherwise, stopping at the
-        first refusal). `record(spec)` goes just before its pod's create, in the same call:
-        the first pods wait for their own records, not for every one. What the API said of
-        each is then sorted here, in the loop's thread."""
+        first refusal). What the API said of each is then sorted here, in the loop's thread."""
         now = self.clock()
         if self._refused is not None and now < self._retry_at:
             raise self._refused
-
-        def create(spec: SegmentSpec) -> None:
-            if record is not None:
-                try:
-                    record(spec)
-                except Exception as e:
-                    raise Unrecorded() from e
-            self._create(spec)
-
-        refused, unrecorded = None, None
-        for spec, error in self._each(create, specs, until=lambda e: isinstance(e, Unrecorded) or refusal(e) is not None):
-            if isinstance(error, Unrecorded):   # not created: a pod whose attempt is not recorded must not run
-                unrecorded = unrecorded or error.__cause__
-            elif error is None or status_of(error) == 409:   # 409: it exists already (created before a
-                self._expected[spec.run_name] = now             # crash, or a lost answer)
+        refused = None
+        for spec, error in self._each(self._create, specs, until=lambda e: refusal(e) is not None):
+            if error is None or status_of(error) == 409:   # 409: it exists already (created before a
+                self._expected[spec.run_name] = now           # crash, or a lost answer)
             elif (why := refusal(error)) is None:   # the pod itself is invalid: the trial cannot run as specified
                 self._unstartable[spec.run_name] = Ended(
                     spec.trial, spec.segment, Outcome.FAILED, None, None,
@@ -148,12 +131,8 @@ class KubernetesRuntime(Runtime):
             self._retry_at = now + self._backoff
             self._refused = Refused(why.cause, f"{why.problem} (pod {spec.run_name})",
                                     f"retrying in {self._backoff:.0f} s")
-        else:
-            self._refused, self._backoff = None, 0.0
-        if unrecorded is not None:
-            raise unrecorded
-        if self._refused is not None:
             raise self._refused
+        self._refused, self._backoff = None, 0.0
 
     def _create(self, spec: SegmentSpec) -> None:
         self.kube.request("POST", path("pods", self.namespace), body=self.pod(spec))

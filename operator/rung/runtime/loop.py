@@ -2,9 +2,9 @@
 the Kubernetes operator, which steps it whenever something about the Study changes.
 
 Each step: hand live reports to the scheduler (stopping trials it gives up on), take in
-ended segments, fill free slots with new decisions, make sure the current attempt of
-every running segment exists (each recorded just before it starts), record the ends that
-start nothing, and release the ended attempts. The records are the truth and everything else is derived
+ended segments, fill free slots with new decisions, record the ends and the decisions in
+one round of writes, make sure the current attempt of every running segment exists, and
+release the ended attempts. The records are the truth and everything else is derived
 from them: a decision is recorded before its segment starts; an ended attempt is released
 only after its result is recorded; and when any call fails, the step stops and the next
 one rebuilds the scheduler and the trials from the store. So a crash or a failed write at
@@ -213,8 +213,8 @@ class StudyLoop:
 
     # ---- events -----------------------------------------------------------------------
     def _handle(self, events) -> list[str]:
-        """Take in the reports and ends; returns the attempts that ended. A result is
-        written with its trial's next attempt, if it has one, else after the step's pods."""
+        """Take in the reports and ends; returns the attempts that ended. Their results are
+        written with the step's decisions, in one round of writes (_flush)."""
         ended = []
         for event in events:
             trial = self._trial_of(event)
@@ -403,23 +403,12 @@ class StudyLoop:
         if not missing:
             self.hold(HOLD_RUNTIME, "", "")
             return
-        # Each attempt is recorded first (a restarted loop knows of every attempt it started),
-        # in the call that starts it: a pod waits for its own record, not for every write of
-        # the step (after a restart, hundreds). The step's other records (ends that start
-        # nothing) are written after the pods, before anything is acknowledged.
-        unrecorded = {s.index: self._unsaved.pop(s.index) for s in missing if s.index in self._unsaved}
-
-        def record(spec: SegmentSpec) -> None:
-            if (trial := unrecorded.pop(spec.index, None)) is not None:
-                self.records.save(trial)
-
+        self._flush()   # recorded first: a restarted loop knows of every attempt it started
         refused = None
         try:
-            self.runtime.start_all(missing, record=record)
+            self.runtime.start_all(missing)
         except Refused as e:
             refused = e
-        finally:
-            self._unsaved.update(unrecorded)   # not reached before a refusal: written with the rest
         live = self.runtime.running()
         self._fresh.difference_update(s.run_name for s in missing if s.run_name in live)
         self.hold(HOLD_RUNTIME, *((refused.cause, refused.line()) if refused else ("", "")))
@@ -498,11 +487,12 @@ class StudyLoop:
 
     def _flush(self) -> None:
         if self._unsaved:
-            self.records.save_all(list(self._unsaved.values()))
+            trials = list(self._unsaved.values())
+            self.records.save_all(trials)
             self._unsaved = {}
-        # Every decision so far is recorded. A failed write leaves the bound where it was,
-        # so a number whose create failed, under one that went through, is free.
-        self._next_index = self.scheduler.next_number()
+            # Every decision so far is recorded. A failed write leaves the bound where it
+            # was, so a number whose create failed, under one that went through, is free.
+            self._next_index = self.scheduler.next_number()
 
     def hold(self, source: str, reason: str, message: str) -> None:
         """Hold new work back for `reason` (CamelCase) with a one-line `message`; an empty
