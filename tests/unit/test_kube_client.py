@@ -52,7 +52,7 @@ class RecordingApi:
                                      "stream": lambda self, **kw: iter(()), "release_conn": lambda self: None})()
 
 
-def test_the_operators_trial_watch_asks_the_server_for_metadata_only_and_its_pod_watch_for_whole_pods():
+def test_the_operators_trial_watch_asks_the_server_for_metadata_only_after_its_first_list_and_its_pod_watch_for_whole_pods():
     from rung.controller.manager import Controller
     from rung.controller.study import OperatorConfig
 
@@ -65,5 +65,9 @@ def test_the_operators_trial_watch_asks_the_server_for_metadata_only_and_its_pod
     metadata = "application/json;as=PartialObjectMetadata{};g=meta.k8s.io;v=v1"
     assert sorted(api.calls) == [("/api/v1/pods", "list", "application/json"),
                                  ("/api/v1/pods", "watch", "application/json"),
-                                 ("/apis/rung.dev/v1alpha1/trials", "list", metadata.format("List")),
+                                 ("/apis/rung.dev/v1alpha1/trials", "list", "application/json"),   # for first loads
                                  ("/apis/rung.dev/v1alpha1/trials", "watch", metadata.format(""))]
+    api.calls = []
+    controller.stopping.clear()
+    controller.informers[-1]._run()   # a list again (say its version was too old): names and versions only
+    assert api.calls[0] == ("/apis/rung.dev/v1alpha1/trials", "list", metadata.format("List"))

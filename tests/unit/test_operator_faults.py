@@ -9,6 +9,7 @@ leader whose lease ran out without it noticing, which the Lease's timings rule o
 records stay right, since every write carries the resourceVersion it read, but the two
 may each start an attempt of the same segment, so a segment may be trained twice."""
 
+import copy
 import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ import pytest
 from fake_kube import FakeKube
 from rung.controller.study import OperatorConfig, StudyController
 from rung.kube.api import path
-from rung.kube.informer import STUDY_LABEL, ObjectCache, metadata_only
+from rung.kube.informer import STUDY_LABEL, FirstList, ObjectCache, metadata_only
 from rung.runtime.kubernetes import POD_SELECTOR
 from test_loop import quality
 
@@ -40,16 +41,21 @@ def study_body(name, algorithm, max_trials, parallelism):
 
 
 class Operator:
-    """One life of the operator: its watches (fed by the fake) and the Study's controller."""
+    """One life of the operator: its watches (fed by the fake) and the Study's controller,
+    whose first load takes the Trial watch's first list (while the watch has heard of no
+    change since)."""
 
     def __init__(self, kube: FakeKube, name: str, pool=None):
         self.pods = ObjectCache()
         self.trials = ObjectCache(keep=metadata_only, on_change=lambda key, kind, obj: self.study.trial_changed(kind, obj))
+        first = FirstList(self.trials)
         config = OperatorConfig("img:1", "file:///ckpt", (NS,))
         self.study = StudyController(kube, self.pods, config, kube.get("studies", NS, name),
-                                     clock=lambda: kube.ticks, pool=pool)   # a tick is a second
+                                     clock=lambda: kube.ticks, pool=pool,   # a tick is a second
+                                     first_trials=lambda: first.take((NS, name)))
         kube.subscribe("pods", POD_SELECTOR, self.pods)
         kube.subscribe("trials", STUDY_LABEL, self.trials)
+        first.keep([copy.deepcopy(o) for (kind, _, _), o in kube.objects.items() if kind == "trials"])
 
     def end(self, kube: FakeKube) -> None:
         kube.watchers = [w for w in kube.watchers if w[2] not in (self.pods, self.trials)]

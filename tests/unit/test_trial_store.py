@@ -229,3 +229,57 @@ def test_the_controller_steps_again_to_write_a_status_it_put_off_without_waiting
     study.step()                                              # nothing new happened: only the status
     assert kube.get("studies", NS, "r")["status"]["trials"] == {
         "total": 2, "running": 1, "completed": 1, "failed": 0, "stopped": 0}
+
+
+def test_a_first_load_takes_the_trial_watchs_first_list_only_while_nothing_changed_since(kube):
+    from rung.kube.informer import STUDY_LABEL, FirstList, ObjectCache, metadata_only
+
+    s = store(kube)
+    s.save_all([trial(0, 0.1), trial(1, 0.2), trial(2, 0.3)])
+    watched = ObjectCache(keep=metadata_only)
+
+    def restarted(change=None):
+        """A new operator: its Trial watch's first LIST (whole), then maybe a change it hears
+        of before the Study's first load; the Trial LISTs that load makes."""
+        first = FirstList(watched)
+        kube.subscribe("trials", STUDY_LABEL, watched)
+        first.keep(kube.list_all(path("trials", "ns"), {"labelSelector": STUDY_LABEL})[0])
+        if change:
+            change()
+            kube.deliver()
+        kube.watchers = []
+        lists = []
+        real = kube.list_all
+        kube.list_all = lambda url, query, metadata_only=False: (lists.append(url), real(url, query, metadata_only))[1]
+        new = TrialStore(kube, parse_study(kube.get("studies", "ns", "s")), lambda: kube.get("studies", "ns", "s"),
+                         listed=lambda: first.take(("ns", "s")))
+        try:
+            loaded, again = new.load(), new.load()
+        finally:
+            kube.list_all = real
+        return [(t.index, t.config["x"], t.current.status) for t in loaded], lists, again == loaded
+
+    assert restarted() == ([(0, 0.1, SegmentStatus.RUNNING), (1, 0.2, SegmentStatus.RUNNING),
+                            (2, 0.3, SegmentStatus.RUNNING)], [path("trials", "ns")], True)   # the reload lists
+    ended = trial(1, 0.2, SegmentRecord(1.0, status=SegmentStatus.COMPLETED, loss=0.5, reached=1.0))
+    loaded, lists, _ = restarted(lambda: s.save(ended))   # written after the first list: it is stale
+    assert loaded[1] == (1, 0.2, SegmentStatus.COMPLETED) and lists == [path("trials", "ns")] * 2
+    loaded, lists, _ = restarted(lambda: s.save(trial(3, 0.4)))   # a Trial it did not list
+    assert [t[0] for t in loaded] == [0, 1, 2, 3] and len(lists) == 2
+    gone = kube.get("trials", "ns", "s-0")["metadata"]["name"]
+    loaded, lists, _ = restarted(lambda: kube.request("DELETE", path("trials", "ns", gone)))
+    assert [t[0] for t in loaded] == [1, 2, 3] and len(lists) == 2
+
+
+def test_a_first_list_no_study_took_is_dropped_after_a_while():
+    from rung.kube.informer import FirstList, ObjectCache
+
+    now = [0.0]
+    cache = ObjectCache()
+    first = FirstList(cache, keep_for=60, clock=lambda: now[0])
+    obj = {"metadata": {"name": "t", "namespace": "ns", "resourceVersion": "5", "labels": {"rung.dev/study": "s"}}}
+    cache.replace([obj], None)
+    first.keep([obj])
+    now[0] = 61
+    first.expire()
+    assert first.groups == {} and first.take(("ns", "s")) is None

@@ -6,6 +6,7 @@ never stepped by two workers at once; quiet Studies cost nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from rung.controller.study import OperatorConfig, StudyController, checkpoint_se
 from rung.controller.workqueue import WorkQueue
 from rung.errors import InputError
 from rung.kube.api import Kube, path
-from rung.kube.informer import STUDY_LABEL, Informer, Key, ObjectCache, metadata_only
+from rung.kube.informer import STUDY_LABEL, FirstList, Informer, Key, ObjectCache, metadata_only
 from rung.runtime.kubernetes import POD_SELECTOR
 
 log = logging.getLogger(__name__)
@@ -38,17 +39,19 @@ class Controller:
         self.cleanup = ThreadPoolExecutor(1, "rung-cleanup")   # deletes finished pods, off the steps' path
         self.pods = ObjectCache(on_change=self._pod_changed)
         self.trials = ObjectCache(keep=metadata_only, on_change=self._trial_changed)
+        self.first_trials = FirstList(self.trials)
         self.queue = WorkQueue()
         self.studies: dict[Key, StudyController] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         namespaces = config.namespaces or (None,)
         # Trials change at every segment's start and end, and a step reads them itself: their
-        # watch needs only names and versions (what changed, and whether the step wrote it).
+        # watch needs only names and versions (what changed, and whether the step wrote it),
+        # and its first list serves each Study's first read.
         self.informers = [Informer(kube, path("pods", ns), POD_SELECTOR, self.pods, ns, self.stopping)
                           for ns in namespaces]
         self.informers += [Informer(kube, path("trials", ns), STUDY_LABEL, self.trials, ns, self.stopping,
-                                    metadata_only=True) for ns in namespaces]
+                                    metadata_only=True, first_list=self.first_trials) for ns in namespaces]
         self.workers = [threading.Thread(target=self._work, name=f"rung-worker-{i}", daemon=True)
                         for i in range(config.workers)]
 
@@ -82,7 +85,8 @@ class Controller:
             if study is None or study.study_object()["metadata"]["uid"] != body["metadata"]["uid"]:
                 study = self.studies[key] = StudyController(self.kube, self.pods, self.config, body, gpus=self.gpus,
                                                                events=self.events.put, pool=self.pool,
-                                                               cleanup=self.cleanup)
+                                                               cleanup=self.cleanup,
+                                                               first_trials=functools.partial(self.first_trials.take, key))
                 wake = True
             else:
                 wake = study.observe(body)
@@ -131,6 +135,7 @@ class Controller:
                 if self.stopping.is_set():
                     return
         while not self.stopping.is_set():
+            self.first_trials.expire()
             key = self.queue.get(timeout=1.0)
             if key is None:
                 continue

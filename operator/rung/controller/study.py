@@ -115,13 +115,15 @@ class TellingTrialStore(TrialStore):
 class StudyController:
     def __init__(self, kube: Kube, pods: ObjectCache, config: OperatorConfig, body: dict, clock=time.monotonic,
                  gpus: GpuPool | None = None, events: Callable[[dict, str, str, str], object] | None = None,
-                 pool: Executor | None = None, cleanup: Executor | None = None):
+                 pool: Executor | None = None, cleanup: Executor | None = None,
+                 first_trials: Callable[[], list[dict] | None] | None = None):
         """`gpus`: the operator's GPU pool, shared by its Studies (a private one if None);
         `events`: where Trial Events go (the operator's EventPoster; posted at once if None);
         `pool`: threads for API calls a step makes side by side (one by one if None);
-        `cleanup`: the thread that deletes finished pods beyond those kept (in the step if None)."""
+        `cleanup`: the thread that deletes finished pods beyond those kept (in the step if None);
+        `first_trials`: the Trial watch's first list of this Study's Trials (TrialStore's `listed`)."""
         self.kube, self.pods, self.config, self.clock, self.pool = kube, pods, config, clock, pool
-        self.cleanup = cleanup
+        self.cleanup, self.first_trials = cleanup, first_trials
         self.send_event = events or functools.partial(post_event, kube)
         self.gpus = gpus or GpuPool(node_gpus(kube, config.gpu_resource))
         self._body, self._lock = body, threading.Lock()
@@ -216,7 +218,8 @@ class StudyController:
             return False
         if self.loop is None:
             self.records = TellingTrialStore(self.kube, study, self.study_object, self.pool,
-                                              status_every=self.config.interval, clock=self.clock)
+                                              status_every=self.config.interval, clock=self.clock,
+                                              listed=self.first_trials)
             self.runtime = KubernetesRuntime(
                 self.kube, self.pods, study.metadata.namespace, study.name,
                 default_image=self.config.trial_image, owner=self.records.trial_owner,

@@ -4,7 +4,8 @@ A Trial is created once per trial (spec: study, index, params; never changed aga
 its status holds the segments. Every status write carries the resourceVersion this store
 last read or wrote, so a write over someone else's change fails (409) instead of erasing
 it; the loop then reloads. `load()` is a real LIST, not the watch cache, so a reload sees
-every write that succeeded. The Study's status holds counts, the best trial, a bounded
+every write that succeeded (a first load may take the Trial watch's own first LIST
+instead, while no Trial has changed since). The Study's status holds counts, the best trial, a bounded
 top-k and the next trial number: nothing that grows with the number of trials.
 """
 
@@ -48,13 +49,15 @@ def now() -> str:
 
 class TrialStore(RecordStore):
     def __init__(self, kube: Kube, study: Study, study_object: Callable[[], dict], pool: Executor | None = None,
-                 status_every: float = 0.0, clock: Callable[[], float] = time.monotonic):
+                 status_every: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 listed: Callable[[], list[dict] | None] | None = None):
         """`study_object()` is the newest Study object known (from the watch, or from this
         store's own status writes); `pool` writes several Trials at once (None: one by one);
+        `listed()` gives the Study's Trials as already listed, if still current (None: list);
         a status write that changes only the Study's progress (counts, best, top, elapsed)
         waits until `status_every` seconds have passed since the last one."""
         self.kube, self.study, self.study_object, self.pool = kube, study, study_object, pool
-        self.status_every, self.clock = status_every, clock
+        self.status_every, self.clock, self.listed = status_every, clock, listed
         self._status_written_at: float | None = None
         self.namespace, self.name = study.metadata.namespace, study.name
         self.sign = 1.0 if study.minimize else -1.0
@@ -69,7 +72,10 @@ class TrialStore(RecordStore):
     # ---- trials -----------------------------------------------------------------------
     def load(self) -> list[TrialRecord]:
         self.outside.clear()   # before the LIST: a change after it is seen by changed()
-        items, _ = self.kube.list_all(path("trials", self.namespace), {"labelSelector": f"{STUDY_LABEL}={self.name}"})
+        items = self.listed() if self.listed else None
+        if items is None:
+            items, _ = self.kube.list_all(path("trials", self.namespace),
+                                          {"labelSelector": f"{STUDY_LABEL}={self.name}"})
         study = self.study_object()
         self.trials, self.uids, self.versions, self._phase = {}, {}, {}, {}
         for obj in items:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 from rung.kube.api import Kube, status_of
@@ -86,15 +87,56 @@ def metadata_only(obj: dict) -> dict:
     return {"metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion", "labels")}}
 
 
+class FirstList:
+    """The whole objects of a metadata-only informer's first LIST, by Study, each handed
+    out once and only while its cache still holds exactly those versions: a restarted
+    operator then reads its Trials once instead of twice before its first decision. What
+    no Study took goes after `keep_for` seconds."""
+
+    def __init__(self, cache: ObjectCache, keep_for: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.cache, self.keep_for, self.clock = cache, keep_for, clock
+        self.lock = threading.Lock()
+        self.groups: dict[Key, list[dict]] = {}
+        self.until = 0.0
+
+    def keep(self, items: list[dict]) -> None:
+        groups: dict[Key, list[dict]] = {}
+        for obj in items:
+            key = _key(obj)
+            if key:
+                groups.setdefault(key, []).append(obj)
+        with self.lock:
+            self.groups.update(groups)   # one informer per watched namespace
+            self.until = self.clock() + self.keep_for
+
+    def take(self, key: Key) -> list[dict] | None:
+        """The Study's objects as listed, if none has changed, appeared or gone since
+        (the cache hears every change); else None: list them afresh."""
+        with self.lock:
+            if self.clock() > self.until:
+                self.groups.clear()
+            items = self.groups.pop(key, None)
+        if items is None:
+            return None
+        held = {name: version(obj) for name, obj in self.cache.snapshot(key).items()}
+        return items if held == {obj["metadata"]["name"]: version(obj) for obj in items} else None
+
+    def expire(self) -> None:
+        with self.lock:
+            if self.groups and self.clock() > self.until:
+                self.groups.clear()
+
+
 class Informer:
     """Keeps `cache` in step with the objects at `url` matching `selector`, in a thread.
     `metadata_only`: the server sends each object's metadata alone (for a cache that keeps
-    no more)."""
+    no more); with `first_list`, the first LIST still fetches whole objects and hands
+    them to it."""
 
     def __init__(self, kube: Kube, url: str, selector: str, cache: ObjectCache, namespace: str | None,
-                 stop: threading.Event, metadata_only: bool = False):
+                 stop: threading.Event, metadata_only: bool = False, first_list: FirstList | None = None):
         self.kube, self.url, self.selector, self.cache = kube, url, selector, cache
-        self.metadata_only = metadata_only
+        self.metadata_only, self.first_list = metadata_only, first_list
         self.namespace, self.stop = namespace, stop
         self.synced = threading.Event()   # set once the first LIST is in the cache
         self.thread = threading.Thread(target=self._run, name=f"informer {url}", daemon=True)
@@ -107,8 +149,11 @@ class Informer:
         while not self.stop.is_set():
             try:
                 if version_ is None:
+                    whole = self.first_list is not None and not self.synced.is_set()
                     items, version_ = self.kube.list_all(self.url, {"labelSelector": self.selector},
-                                                         self.metadata_only)
+                                                         self.metadata_only and not whole)
+                    if whole:
+                        self.first_list.keep(items)
                     self.cache.replace(items, self.namespace)
                     self.synced.set()
                 for event in self.kube.watch(self.url, {"labelSelector": self.selector, "resourceVersion": version_},

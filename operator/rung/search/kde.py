@@ -41,8 +41,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from scipy.special import logsumexp, ndtr, ndtri
-
 from rung.search._common import setting
 from rung.search.base import Observation, Sampler
 from rung.space import Param, SearchSpace
@@ -51,6 +49,14 @@ if TYPE_CHECKING:
     from rung.warmstart import Prior
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+def _special():
+    """scipy.special, loaded at the first model rather than at start-up (it costs the
+    operator half a second before its first decision)."""
+    from scipy import special
+
+    return special
 
 
 class KDESampler(Sampler):
@@ -315,7 +321,7 @@ class _Mixture:
 
     def logpdf(self, x: np.ndarray) -> np.ndarray:
         terms = np.array([lw + p.log_uniform + p.kde.logpdf(x) for lw, p in zip(self.log_w, self.parts)])
-        return logsumexp(terms, axis=0)
+        return _special().logsumexp(terms, axis=0)
 
     def sample(self, rng: np.random.Generator, m: int, factor: float) -> np.ndarray:
         """m draws: each from a part chosen by weight, its uniform dimensions drawn uniformly."""
@@ -358,6 +364,7 @@ class _KDE:
         z = (p - 0.5) / self.h
         # Truncation to [0, 1]: the mass is in [~0.5, 1], so float32 (4x faster ndtr) is plenty.
         p32, h32 = p.astype(np.float32), self.h.astype(np.float32)
+        ndtr = _special().ndtr
         log_mass = np.log(ndtr((1.0 - p32) / h32) - ndtr(-p32 / h32)).astype(float)
         self.bias = -0.5 * np.einsum("ij,ij->i", z, z) - log_mass.sum(axis=1)
 
@@ -396,9 +403,10 @@ class _KDE:
         mu = x[:, self.num]
         h = self.h * factor
         # Truncated normal by inverting the CDF between the bounds' CDF values.
-        lo, hi = ndtr(-mu / h), ndtr((1.0 - mu) / h)
+        special = _special()
+        lo, hi = special.ndtr(-mu / h), special.ndtr((1.0 - mu) / h)
         u = lo + rng.random(mu.shape) * (hi - lo)
-        x[:, self.num] = np.clip(mu + h * ndtri(u), 0.0, 1.0)
+        x[:, self.num] = np.clip(mu + h * special.ndtri(u), 0.0, 1.0)
         # Categorical: keep the centre's level with probability 1 - lambda, else a uniform
         # level. Not widened by `factor` (as HpBandSter): widening redraws nearly every
         # binary dimension uniformly while the model has few points.

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Iterable, Protocol
 
 import numpy as np
-from scipy.optimize import nnls
 
 from rung.errors import InputError
 
@@ -176,6 +175,8 @@ class Measured(Curve):
         t = 1.0 / np.array([p[1] for p in good])
         columns = [1 / n, (n - 1) / n] + ([n - 1] if distinct >= 3 else [])
         design = np.stack(columns, axis=1) / t[:, None]
+        from scipy.optimize import nnls  # here: scipy loads only once a curve is fitted, not at start-up
+
         coef, _ = nnls(design, np.ones_like(t))
         a, b, c = (list(coef) + [0.0])[:3]
         return cls(float(a), float(b), float(c))
