@@ -363,8 +363,10 @@ def main(argv: list[str] | None = None) -> dict:
                 by_study = defaultdict(int)
                 for pod, held in finisher.running.items():
                     by_study[study_of.get(pod)] += held
+            with finisher.cache.lock:   # every trial pod that exists: finished ones the operator has not deleted too
+                pods = sum(len(group) for group in finisher.cache.groups.values())
             sample = {"t": now - t0, "running": running, "gpus_busy": busy / gpus, "trials_created": created,
-                      "completed": len(finisher.completed), "busy_by_study": dict(by_study)}
+                      "completed": len(finisher.completed), "pods": pods, "busy_by_study": dict(by_study)}
             if operator:
                 sample["rss_mb"], sample["cpu_s"] = operator.sample()
                 # The operator's own count of completions whose next pod came over 1 s later, so
@@ -406,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
                     restart["first_pod_after"] = min(after) - t0
             if now - last_print >= 10:
                 last_print = now
-                print(f"{now - t0:7.0f} s  trials {created}/{args.trials}  running {running}  "
+                print(f"{now - t0:7.0f} s  trials {created}/{args.trials}  running {running}  pods {pods}  "
                       f"completed {len(finisher.completed)}  phases {sorted(set(map(str, phases)))}",
                       file=sys.stderr, flush=True)
             ended = all(p in ("Succeeded", "Failed") for p in phases) and len(phases) == len(names)

@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy.optimize import least_squares
-from scipy.special import expit, logit, ndtr
 
 MAX_POINTS = 64   # a longer curve is thinned to this many points: bounded work per fit
 KAPPA = 1.0       # the change a family still predicts is uncertain by this multiple of itself
@@ -114,6 +112,8 @@ class CurveFit:
 
     def prob_below(self, value: float, step: float) -> float:
         """P(loss at `step` < value) under the mixture."""
+        from scipy.special import ndtr   # scipy loads at the first fit, not with the schedulers
+
         means, sds = self._components(step)
         return float(self._weights @ ndtr((value - means) / sds))
 
@@ -165,6 +165,9 @@ class Curve:
 
 
 def _fit_family(family: Family, x: np.ndarray, y: np.ndarray) -> _Fit:
+    from scipy.optimize import least_squares   # scipy loads at the first fit, not with the schedulers
+    from scipy.special import expit, logit
+
     n, k = len(x), family.n_params
     theta = _best_start(family, x, y)
     if family.low:

@@ -435,3 +435,45 @@ def test_a_study_that_ended_waits_for_its_last_labels_and_keeps_only_its_newest_
         w.finish(runtime, ["s-0", "s-1", "s-2"])                 # the Study's last step
         runtime.settle()                                         # no poll follows
         assert len(w.kept()) == 1
+
+
+def test_a_backlog_of_handled_labels_never_holds_up_new_pods(w):
+    gate = threading.Event()
+    real = w.kube.request
+
+    def request(method, url, **kw):   # handled labels hang (a loaded API server), all else answers
+        if method == "PATCH" and "/pods/" in url:
+            gate.wait(10)
+        return real(method, url, **kw)
+
+    with ThreadPoolExecutor(2) as pool, ThreadPoolExecutor(1) as labeller:
+        runtime = w.new_runtime(pool=pool, labeller=labeller)
+        w.kube.request = request
+        w.finish(runtime, ["s-0", "s-1", "s-2"])   # recorded: three labels go out, and hang
+        started = threading.Thread(target=runtime.start_all, args=([spec(trial="s-3"), spec(trial="s-4")],))
+        started.start()
+        started.join(5)
+        try:
+            assert not started.is_alive() and {"s-3-s0", "s-4-s0"} <= runtime.running()
+        finally:
+            gate.set()
+        runtime.settle()
+        assert all(w.pod(f"s-{i}-s0")["metadata"]["labels"].get(HANDLED_LABEL) for i in range(3))
+
+
+def test_old_handled_pods_are_deleted_side_by_side(w):
+    together = threading.Barrier(2, timeout=5)   # passes only with deletes in flight two at once
+    real = w.kube.request
+
+    def request(method, url, **kw):
+        if method == "DELETE":
+            together.wait()
+        return real(method, url, **kw)
+
+    w.finish(w.new_runtime(), ["s-0", "s-1", "s-2", "s-3"])   # an earlier operator's, kept
+    w.kube.request = request
+    with ThreadPoolExecutor(2) as pool, ThreadPoolExecutor(3) as labeller:
+        runtime = w.new_runtime(pool=pool, labeller=labeller, keep_finished=1)
+        w.finish(runtime, ["s-4"])   # the first trim: s-0 to s-3 go
+        runtime.settle()
+    assert w.kept() == ["s-4-s0"]

@@ -36,6 +36,9 @@ class Controller:
         self.gpus = GpuPool(node_gpus(kube, config.gpu_resource))
         self.events = EventPoster(kube)
         self.pool = ThreadPoolExecutor(config.api_concurrency, "rung-api") if config.api_concurrency > 1 else None
+        # Finished pods' labels and deletes go apart: after a restart hundreds wait at once,
+        # and no record or pod waits behind them.
+        self.labeller = ThreadPoolExecutor(config.label_concurrency, "rung-label") if self.pool else None
         self.cleanup = ThreadPoolExecutor(1, "rung-cleanup")   # deletes finished pods, off the steps' path
         self.pods = ObjectCache(on_change=self._pod_changed)
         self.trials = ObjectCache(keep=metadata_only, on_change=self._trial_changed)
@@ -73,8 +76,9 @@ class Controller:
         for worker in self.workers:
             worker.join(timeout=30)
         self.events.close()
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self.pool, self.labeller):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         self.cleanup.shutdown(wait=False, cancel_futures=True)
 
     # ---- Studies, as kopf sees them ---------------------------------------------------
@@ -85,7 +89,7 @@ class Controller:
             if study is None or study.study_object()["metadata"]["uid"] != body["metadata"]["uid"]:
                 study = self.studies[key] = StudyController(self.kube, self.pods, self.config, body, gpus=self.gpus,
                                                                events=self.events.put, pool=self.pool,
-                                                               cleanup=self.cleanup,
+                                                               cleanup=self.cleanup, labeller=self.labeller,
                                                                first_trials=functools.partial(self.first_trials.take, key))
                 wake = True
             else:

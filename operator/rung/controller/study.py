@@ -58,10 +58,16 @@ class OperatorConfig:
     policy: StudyPolicy = StudyPolicy()    # what Studies may ask of the cluster
 
     @property
+    def label_concurrency(self) -> int:
+        """Finished pods labelled handled or deleted side by side: a quarter of the API pool's calls."""
+        return max(1, self.api_concurrency // 4)
+
+    @property
     def connections(self) -> int:
-        """API connections the operator's threads hold at once: its workers, its API pool,
-        its watches (two per namespace), the Event poster and the pod cleanup."""
-        return self.workers + self.api_concurrency + 2 * max(1, len(self.namespaces)) + 2
+        """API connections the operator's threads hold at once: its workers, its API pool and
+        labellers, its watches (two per namespace), the Event poster and the pod cleanup."""
+        return (self.workers + self.api_concurrency + self.label_concurrency + 2 * max(1, len(self.namespaces))
+                + 2)
 
 
 def checkpoint_settings(study: Study, config: OperatorConfig) -> tuple[str, str | None]:
@@ -115,15 +121,16 @@ class TellingTrialStore(TrialStore):
 class StudyController:
     def __init__(self, kube: Kube, pods: ObjectCache, config: OperatorConfig, body: dict, clock=time.monotonic,
                  gpus: GpuPool | None = None, events: Callable[[dict, str, str, str], object] | None = None,
-                 pool: Executor | None = None, cleanup: Executor | None = None,
+                 pool: Executor | None = None, cleanup: Executor | None = None, labeller: Executor | None = None,
                  first_trials: Callable[[], list[dict] | None] | None = None):
         """`gpus`: the operator's GPU pool, shared by its Studies (a private one if None);
         `events`: where Trial Events go (the operator's EventPoster; posted at once if None);
         `pool`: threads for API calls a step makes side by side (one by one if None);
         `cleanup`: the thread that deletes finished pods beyond those kept (in the step if None);
+        `labeller`: threads that label recorded pods handled and delete old ones (the pool if None);
         `first_trials`: the Trial watch's first list of this Study's Trials (TrialStore's `listed`)."""
         self.kube, self.pods, self.config, self.clock, self.pool = kube, pods, config, clock, pool
-        self.cleanup, self.first_trials = cleanup, first_trials
+        self.cleanup, self.labeller, self.first_trials = cleanup, labeller, first_trials
         self.send_event = events or functools.partial(post_event, kube)
         self.gpus = gpus or GpuPool(node_gpus(kube, config.gpu_resource))
         self._body, self._lock = body, threading.Lock()
@@ -225,7 +232,7 @@ class StudyController:
                 default_image=self.config.trial_image, owner=self.records.trial_owner,
                 volumes=checkpoint_volumes(root, self.config), live_reports=needs_live_reports(scheduler),
                 gpu_resource=self.config.gpu_resource, clock=self.clock, pool=self.pool,
-                keep_finished=self.config.keep_finished_pods, cleanup=self.cleanup)
+                keep_finished=self.config.keep_finished_pods, cleanup=self.cleanup, labeller=self.labeller)
             self.store = StudyStore(self.kube, study, root, secret, clock=self.clock)
             self.loop = StudyLoop(study, self.runtime, self.records, checkpoint_root=root,
                                   gate=self.store.gate if root.startswith("s3://") else None, priors=priors)

@@ -80,7 +80,7 @@ class KubernetesRuntime(Runtime):
                  secret_env: str | None = None, live_reports: bool = False, stop_grace: int = 5,
                  gpu_resource: str = "nvidia.com/gpu", clock: Callable[[], float] = time.monotonic,
                  pool: Executor | None = None, keep_finished: int | None = None,
-                 cleanup: Executor | None = None):
+                 cleanup: Executor | None = None, labeller: Executor | None = None):
         """`owner(trial_name)` gives the ownerReference of a trial's pods; `volumes` are
         (volume, mount) pairs every trial pod gets (e.g. a hostPath for file:// checkpoints);
         `secret_env` names a Secret whose keys become environment variables (the object
@@ -88,11 +88,14 @@ class KubernetesRuntime(Runtime):
         `live_reports` reads running pods' logs (only stop-based schedulers need it);
         `pool` creates and labels several pods at once (None: one by one); `keep_finished`:
         how many handled pods the Study keeps (None: all); `cleanup` deletes the others off
-        the step's path (None: in the step)."""
+        the step's path (None: in the step); `labeller` labels recorded pods handled and
+        deletes them (None: the pool), apart from the pool so that a backlog of them never
+        delays a record or a pod (after a restart, hundreds wait at once)."""
         self.kube, self.pods, self.namespace, self.study = kube, pods, namespace, study
         self.default_image, self.owner, self.volumes = default_image, owner, list(volumes)
         self.secret_env, self.live_reports, self.stop_grace, self.clock = secret_env, live_reports, stop_grace, clock
         self.gpu_resource, self.pool, self.keep_finished, self.cleanup = gpu_resource, pool, keep_finished, cleanup
+        self.labeller = labeller or pool
         self._known: dict[str, _Pod] = {}         # run name -> attempts seen in the watch, not released
         self._expected: dict[str, float] = {}     # created, not yet in the watch -> when
         self._unstartable: dict[str, Ended] = {}  # the API refused the pod itself (invalid)
@@ -116,7 +119,7 @@ class KubernetesRuntime(Runtime):
         if self._refused is not None and now < self._retry_at:
             raise self._refused
         refused = None
-        for spec, error in self._each(self._create, specs, until=lambda e: refusal(e) is not None):
+        for spec, error in self._each(self._create, specs, until=lambda e: refusal(e) is not None, pool=self.pool):
             if error is None or status_of(error) == 409:   # 409: it exists already (created before a
                 self._expected[spec.run_name] = now           # crash, or a lost answer)
             elif (why := refusal(error)) is None:   # the pod itself is invalid: the trial cannot run as specified
@@ -137,11 +140,13 @@ class KubernetesRuntime(Runtime):
     def _create(self, spec: SegmentSpec) -> None:
         self.kube.request("POST", path("pods", self.namespace), body=self.pod(spec))
 
-    def _each(self, call: Callable, items: list, until: Callable[[BaseException], bool] = lambda e: False):
+    @staticmethod
+    def _each(call: Callable, items: list, until: Callable[[BaseException], bool] = lambda e: False,
+              pool: Executor | None = None):
         """[(item, the exception call(item) raised, or None)]: at once with a pool; else one
         by one, stopping after the first exception `until` accepts."""
-        if self.pool is not None and len(items) > 1:
-            futures = [self.pool.submit(call, item) for item in items]
+        if pool is not None and len(items) > 1:
+            futures = [pool.submit(call, item) for item in items]
             return [(item, f.exception()) for item, f in zip(items, futures)]
         out = []
         for item in items:
@@ -193,14 +198,14 @@ class KubernetesRuntime(Runtime):
         self._label(label)
 
     def _label(self, runs: list[str]) -> None:
-        """Label recorded pods handled. With a pool the step does not wait for it: the next
+        """Label recorded pods handled. With a labeller the step does not wait for it: the next
         poll takes in how it went (a worker is free for the next Study sooner)."""
         for run in runs:
             self._released[run] = False   # recorded; labelled once the call succeeds
-        if self.pool is None:
+        if self.labeller is None:
             self._labelled(self._each(self._label_handled, runs))
         else:
-            self._labelling.update((run, self.pool.submit(self._label_handled, run)) for run in runs)
+            self._labelling.update((run, self.labeller.submit(self._label_handled, run)) for run in runs)
 
     def settle(self) -> None:
         """Wait for the labels on their way and take them in: the Study is over, no poll follows."""
@@ -421,13 +426,14 @@ class KubernetesRuntime(Runtime):
         else:   # labelled before the listing, some are in it already
             self._handled.extend(run for run in handled if run not in self._listed)
         old = [self._handled.popleft() for _ in range(len(self._handled) - self.keep_finished)]
-        for name in old:
-            try:   # ended pods go at once (grace 0), as the pod garbage collector deletes them
-                self._delete(name, grace=0)
-            except Exception as e:
-                log.warning("cannot delete handled pod %s (retried): %s", name, message_of(e))
-                self._handled.appendleft(name)
-                self._trim_again = True
+        # Ended pods go at once (grace 0), as the pod garbage collector deletes them, and side
+        # by side with the labels: one at a time falls behind a loaded API server's completions.
+        failed = [(name, e) for name, e in self._each(lambda name: self._delete(name, grace=0), old,
+                                                      pool=self.labeller) if e is not None]
+        for name, e in reversed(failed):
+            log.warning("cannot delete handled pod %s (retried): %s", name, message_of(e))
+            self._handled.appendleft(name)
+            self._trim_again = True
 
     def _label_handled(self, name: str) -> None:
         """Mark a recorded pod handled, so the watch lets go of it (raises: retry later)."""
