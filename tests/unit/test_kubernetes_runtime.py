@@ -17,8 +17,8 @@ from rung.runtime.kubernetes import HANDLED_LABEL, POD_SELECTOR, KubernetesRunti
 pytestmark = pytest.mark.unit
 
 
-def spec(trial="s-0", segment=0, attempt=0, **kw):
-    return SegmentSpec(study="s", namespace="ns", trial=trial, index=0, segment=segment, params={"x": 1.5},
+def spec(trial="s-0", segment=0, attempt=0, study="s", **kw):
+    return SegmentSpec(study=study, namespace="ns", trial=trial, index=0, segment=segment, params={"x": 1.5},
                        budget=3.0, resume_from=None, checkpoint_uri="file:///ck/ns/s/s-0",
                        command=["python", "-m", "t"], env={"A": "b"}, attempt=attempt, **kw)
 
@@ -67,7 +67,7 @@ class World:
 
     def end(self, runtime, trials):
         """Start the trials' pods and end them well; the runtime has told of their ends."""
-        runtime.start_all([spec(trial=t) for t in trials])
+        runtime.start_all([spec(trial=t, study=runtime.study) for t in trials])
         self.kube.deliver()
         for t in trials:
             self.set(f"{t}-s0", DONE)
@@ -477,3 +477,29 @@ def test_old_handled_pods_are_deleted_side_by_side(w):
         w.finish(runtime, ["s-4"])   # the first trim: s-0 to s-3 go
         runtime.settle()
     assert w.kept() == ["s-4-s0"]
+
+
+def test_the_operators_cleanup_trims_several_studies_at_once(w):
+    from rung.controller.manager import Controller
+    from rung.controller.study import OperatorConfig
+
+    together = threading.Barrier(2, timeout=5)   # passes only with two Studies' deletes in flight at once
+    real = w.kube.request
+
+    def request(method, url, **kw):
+        if method == "DELETE":
+            together.wait()
+        return real(method, url, **kw)
+
+    controller = Controller(w.kube, OperatorConfig("img:1", "file:///ck", api_concurrency=8))
+    with controller.cleanup as cleanup:
+        a = w.new_runtime(keep_finished=1, cleanup=cleanup)
+        b = w.new_runtime(keep_finished=1, cleanup=cleanup)
+        b.study = "t"
+        w.finish(a, ["s-0"])
+        w.finish(b, ["t-0"])
+        cleanup.submit(lambda: None).result()   # both first trims (their listings) done
+        w.kube.request = request
+        w.finish(a, ["s-1"])   # each Study deletes its one older pod
+        w.finish(b, ["t-1"])
+    assert w.kept() == ["s-1-s0", "t-1-s0"]

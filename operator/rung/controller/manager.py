@@ -39,7 +39,9 @@ class Controller:
         # Finished pods' labels and deletes go apart: after a restart hundreds wait at once,
         # and no record or pod waits behind them.
         self.labeller = ThreadPoolExecutor(config.label_concurrency, "rung-label") if self.pool else None
-        self.cleanup = ThreadPoolExecutor(1, "rung-cleanup")   # deletes finished pods, off the steps' path
+        # Deletes finished pods off the steps' path, several Studies at once (one at a time
+        # fell behind 50 Studies' completions on a loaded API server).
+        self.cleanup = ThreadPoolExecutor(config.label_concurrency, "rung-cleanup")
         self.pods = ObjectCache(on_change=self._pod_changed)
         self.trials = ObjectCache(keep=metadata_only, on_change=self._trial_changed)
         self.first_trials = FirstList(self.trials)

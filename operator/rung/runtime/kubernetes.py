@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import CancelledError, Executor, Future
@@ -104,6 +105,7 @@ class KubernetesRuntime(Runtime):
         self._handled: deque[str] | None = None   # handled pods kept, oldest first (None: not listed yet)
         self._listed: set[str] = set()            # what the listing found (some are passed again)
         self._trim_again = False                  # a listing or delete failed: try again at the next poll
+        self._trimming = threading.Lock()         # one trim of this Study at a time (the cleanup has threads)
         self._stopping: set[str] = set()
         self._refused: Refused | None = None      # the last refusal, and when to try again
         self._retry_at, self._backoff = 0.0, 0.0
@@ -410,8 +412,12 @@ class KubernetesRuntime(Runtime):
     def _keep_newest(self, handled: list[str]) -> None:
         """Delete the Study's handled pods beyond the newest `keep_finished`, given those
         just labelled handled. Those an earlier operator left are listed once, at the first
-        release (a restarted runtime's first pods go out before it). On the cleanup thread,
-        where one is given: the only one that touches the queue of handled pods."""
+        release (a restarted runtime's first pods go out before it). On a cleanup thread,
+        where there are some (other Studies' trims run beside it), one trim at a time."""
+        with self._trimming:
+            self._trim(handled)
+
+    def _trim(self, handled: list[str]) -> None:
         if self._handled is None:
             try:
                 pods, _ = self.kube.list_all(path("pods", self.namespace), metadata_only=True, query={
