@@ -78,10 +78,9 @@ class Controller:
         for worker in self.workers:
             worker.join(timeout=30)
         self.events.close()
-        for pool in (self.pool, self.labeller):
+        for pool in (self.pool, self.labeller, self.cleanup):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
-        self.cleanup.shutdown(wait=False, cancel_futures=True)
 
     # ---- Studies, as kopf sees them ---------------------------------------------------
     def observe(self, body: dict) -> None:

@@ -127,7 +127,7 @@ class StudyController:
         """`gpus`: the operator's GPU pool, shared by its Studies (a private one if None);
         `events`: where Trial Events go (the operator's EventPoster; posted at once if None);
         `pool`: threads for API calls a step makes side by side (one by one if None);
-        `cleanup`: the thread that deletes finished pods beyond those kept (in the step if None);
+        `cleanup`: threads that delete finished pods beyond those kept (in the step if None);
         `labeller`: threads that label recorded pods handled and delete old ones (the pool if None);
         `first_trials`: the Trial watch's first list of this Study's Trials (TrialStore's `listed`)."""
         self.kube, self.pods, self.config, self.clock, self.pool = kube, pods, config, clock, pool

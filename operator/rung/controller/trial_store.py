@@ -5,8 +5,9 @@ its status holds the segments. Every status write carries the resourceVersion th
 last read or wrote, so a write over someone else's change fails (409) instead of erasing
 it; the loop then reloads. `load()` is a real LIST, not the watch cache, so a reload sees
 every write that succeeded (a first load may take the Trial watch's own first LIST
-instead, while no Trial has changed since). The Study's status holds counts, the best trial, a bounded
-top-k and the next trial number: nothing that grows with the number of trials.
+instead, while no Trial has changed since). The Study's status holds counts, the best
+trial, a bounded top-k and the next trial number: nothing that grows with the number of
+trials.
 """
 
 from __future__ import annotations

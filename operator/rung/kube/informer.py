@@ -113,8 +113,6 @@ class FirstList:
         """The Study's objects as listed, if none has changed, appeared or gone since
         (the cache hears every change); else None: list them afresh."""
         with self.lock:
-            if self.clock() > self.until:
-                self.groups.clear()
             items = self.groups.pop(key, None)
         if items is None:
             return None
@@ -122,6 +120,7 @@ class FirstList:
         return items if held == {obj["metadata"]["name"]: version(obj) for obj in items} else None
 
     def expire(self) -> None:
+        """Drop what no Study took in time (the workers call it between steps)."""
         with self.lock:
             if self.groups and self.clock() > self.until:
                 self.groups.clear()

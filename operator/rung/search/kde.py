@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
 from rung.search._common import setting
 from rung.search.base import Observation, Sampler
 from rung.space import Param, SearchSpace
