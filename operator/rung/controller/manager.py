@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rung.api import parse_study
 from rung.controller import metrics
+from rung.controller.api_pool import ApiPool
 from rung.controller.events import EventPoster
 from rung.controller.gpus import GpuPool, node_gpus
 from rung.controller.storage import StudyStore
@@ -35,10 +36,10 @@ class Controller:
         self.kube, self.config = kube, config
         self.gpus = GpuPool(node_gpus(kube, config.gpu_resource))
         self.events = EventPoster(kube)
-        self.pool = ThreadPoolExecutor(config.api_concurrency, "rung-api") if config.api_concurrency > 1 else None
-        # Finished pods' labels and deletes go apart: after a restart hundreds wait at once,
-        # and no record or pod waits behind them.
-        self.labeller = ThreadPoolExecutor(config.label_concurrency, "rung-label") if self.pool else None
+        # Finished pods' labels and deletes go in the pool's background lane: after a restart
+        # hundreds wait at once, and records and pods go first (api_pool).
+        self.pool = ApiPool(config.api_concurrency, config.label_concurrency) if config.api_concurrency > 1 else None
+        self.labeller = self.pool.background if self.pool else None
         # Deletes finished pods off the steps' path, several Studies at once (one at a time
         # fell behind 50 Studies' completions on a loaded API server).
         self.cleanup = ThreadPoolExecutor(config.label_concurrency, "rung-cleanup")
@@ -78,7 +79,7 @@ class Controller:
         for worker in self.workers:
             worker.join(timeout=30)
         self.events.close()
-        for pool in (self.pool, self.labeller, self.cleanup):
+        for pool in (self.pool, self.cleanup):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
 

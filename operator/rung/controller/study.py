@@ -59,15 +59,15 @@ class OperatorConfig:
 
     @property
     def label_concurrency(self) -> int:
-        """Finished pods labelled handled or deleted side by side, and Studies trimmed at once:
-        a quarter of the API pool's calls."""
+        """Finished pods labelled handled or deleted side by side (of the API pool's threads),
+        and Studies trimmed at once: a quarter of the API pool's calls."""
         return max(1, self.api_concurrency // 4)
 
     @property
     def connections(self) -> int:
         """API connections the operator's threads hold at once: its workers, its API pool,
-        labellers and pod cleanup, its watches (two per namespace) and the Event poster."""
-        return (self.workers + self.api_concurrency + 2 * self.label_concurrency
+        pod cleanup, its watches (two per namespace) and the Event poster."""
+        return (self.workers + self.api_concurrency + self.label_concurrency
                 + 2 * max(1, len(self.namespaces)) + 1)
 
 
